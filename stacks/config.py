@@ -1,0 +1,400 @@
+"""The lab's stack config: one typed schema, defaults = the lab of Report 5, validated once.
+
+Keys live under the `benchlab:` namespace, camelCase in `Pulumi.<env>.yaml` and snake_case
+here. `parse()` is pure (tests call it directly); `load()` reads the running stack's config.
+Every problem is reported at once, each naming the key, the value and what is allowed, and
+before any resource is registered.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bench_jobs import modes, versions
+from stacks.instance_facts import INSTANCE_FACTS
+
+NAMESPACE = "benchlab"
+SUPPORTED_EKS_VERSIONS = ("1.31", "1.32")
+TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
+SECRET_KEYS = ("hfToken", "grafanaAdminPassword")
+# The vllm-runtime image is ~20 GB compressed; containerd needs room to unpack it twice.
+MIN_GPU_DISK_GIB = 200
+
+
+class ConfigError(ValueError):
+    """One or more bad config values; the message lists each with the allowed values."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid stack config:\n  - " + "\n  - ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------
+# Schema
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NodeGroup:
+    instance_type: str
+    count: int
+    disk_gib: int
+
+
+@dataclass(frozen=True)
+class NodeGroups:
+    system: NodeGroup = NodeGroup("m7i.2xlarge", 2, 100)
+    prefill: NodeGroup = NodeGroup("p4d.24xlarge", 2, 500)
+    decode: NodeGroup = NodeGroup("g6e.12xlarge", 4, 500)
+
+
+@dataclass(frozen=True)
+class Workers:
+    tp: int
+    replicas: int
+
+
+@dataclass(frozen=True)
+class KvOffload:
+    """KV block manager tiers behind the GPU cache (disagg): host memory, then local disk."""
+    cpu_cache_gib: int = 64
+    disk_cache_gib: int = 256
+
+
+@dataclass(frozen=True)
+class Serving:
+    mode: Literal["agg", "disagg"] = "agg"
+    # agg: aggregated workers on the prefill (A100) node group: 2 nodes x 8 GPUs = 4 x TP4
+    agg: Workers = Workers(tp=4, replicas=4)
+    # disagg: prefill TP4 on the A100s (4 x TP4), decode TP2 on the L40S (4 nodes x 4 GPUs = 8 x TP2)
+    prefill: Workers = Workers(tp=4, replicas=4)
+    decode: Workers = Workers(tp=2, replicas=8)
+    kv_offload: KvOffload = KvOffload()
+    ready_timeout_minutes: int = 60
+    # Idle GPU nodes cost money: the node group the mode does not use is kept at size 0.
+    scale_unused_gpu_group_to_zero: bool = True
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str = versions.MODEL_ID
+    revision: str = "main"
+    store_gib: int = 200
+    download_timeout_minutes: int = 90
+
+
+@dataclass(frozen=True)
+class Versions:
+    dynamo: str = versions.DYNAMO_VERSION
+    aiperf: str = versions.AIPERF_VERSION
+    gpu_operator: str = "v24.9.0"
+    kube_prometheus_stack: str = "65.8.1"
+    pushgateway: str = "2.15.0"
+    efa_device_plugin: str = "v0.5.7"
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    retention: str = "15d"
+    prometheus_storage_gib: int = 100
+    grafana_storage_gib: int = 10
+
+
+@dataclass(frozen=True)
+class Results:
+    storage_gib: int = 50
+    retain_bucket_on_destroy: bool = True
+
+
+@dataclass(frozen=True)
+class Destroy:
+    # Helm keeps the Dynamo CRDs (helm.sh/resource-policy: keep); remove them on destroy?
+    remove_dynamo_crds: bool = False
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    owner: str = "benchlab-operator"
+    region: str = "us-east-1"
+    availability_zones: tuple[str, ...] = ("us-east-1a", "us-east-1b")
+    gpu_availability_zone: str = "us-east-1a"
+    vpc_cidr: str = "10.42.0.0/16"
+    public_access_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    kubernetes_version: str = "1.32"
+    node_groups: NodeGroups = NodeGroups()
+    serving: Serving = Serving()
+    model: Model = Model()
+    versions: Versions = Versions()
+    monitoring: Monitoring = Monitoring()
+    results: Results = Results()
+    destroy: Destroy = Destroy()
+    bench: modes.BenchPlan = field(default_factory=modes.BenchPlan)
+    # Secrets are never part of the parsed config: see `Secrets`.
+
+    def gpus(self, role: Literal["prefill", "decode"]) -> int:
+        group = getattr(self.node_groups, role)
+        return INSTANCE_FACTS[group.instance_type].gpus * group.count
+
+    def worker_roles(self) -> dict[str, tuple[str, Workers]]:
+        """The serving mode's workers: role name -> (node group, workers)."""
+        if self.serving.mode == "agg":
+            return {"agg": ("prefill", self.serving.agg)}
+        return {"prefill": ("prefill", self.serving.prefill), "decode": ("decode", self.serving.decode)}
+
+    def desired_nodes(self, group: Literal["system", "prefill", "decode"]) -> int:
+        """Nodes to run in a group: the configured count, or 0 for a GPU group the
+        serving mode leaves idle (when `serving.scaleUnusedGpuGroupToZero`)."""
+        used = {g for g, _ in self.worker_roles().values()} | {"system"}
+        if group not in used and self.serving.scale_unused_gpu_group_to_zero:
+            return 0
+        return getattr(self.node_groups, group).count
+
+
+# ---------------------------------------------------------------------------------------
+# Parsing: a mapping of camelCase keys -> LabConfig, collecting every problem
+# ---------------------------------------------------------------------------------------
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is tuple:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _build(tp: Any, value: Any, key: str, default: Any, problems: list[str]) -> Any:
+    """Coerce `value` (from YAML/JSON) to `tp`; on a problem, record it and keep `default`."""
+    def bad(allowed: str) -> Any:
+        problems.append(f"{key}: {value!r} is not allowed; expected {allowed}")
+        return default
+
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            return bad(f"a mapping with keys {', '.join(camel(f.name) for f in dataclasses.fields(tp))}")
+        return _build_dataclass(tp, value, key, default, problems)
+    if origin is Literal:
+        return value if value in typing.get_args(tp) else bad(_type_name(tp))
+    if origin is tuple:
+        if not isinstance(value, list):
+            return bad(_type_name(tp))
+        item = typing.get_args(tp)[0]
+        return tuple(_build(item, v, f"{key}[{i}]", None, problems) for i, v in enumerate(value))
+    if tp is bool:
+        return value if isinstance(value, bool) else bad("true or false")
+    if tp is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else bad("an integer")
+    if tp is str:
+        return value if isinstance(value, str) and value.strip() else bad("a non-empty string")
+    raise TypeError(f"unsupported config type {tp!r} at {key}")
+
+
+def _build_dataclass(cls: type, mapping: dict, key: str, default: Any, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {camel(f.name): f for f in dataclasses.fields(cls)}
+    for unknown in sorted(set(mapping) - set(fields)):
+        problems.append(f"{key}.{unknown}: unknown key; allowed keys: {', '.join(fields)}")
+    base = default if default is not None else cls()
+    values = {}
+    for name, f in fields.items():
+        if name in mapping:
+            values[f.name] = _build(hints[f.name], mapping[name], f"{key}.{name}",
+                                    getattr(base, f.name), problems)
+    return dataclasses.replace(base, **values)
+
+
+def parse(raw: dict[str, Any]) -> LabConfig:
+    """Build and validate a LabConfig from the namespace's keys (without the `benchlab:`
+    prefix; values already JSON-decoded). Raises ConfigError listing every problem."""
+    problems: list[str] = []
+    raw = {k: v for k, v in raw.items() if k not in SECRET_KEYS}
+    bench_raw = raw.pop("bench", None)
+    cfg = _build_dataclass(LabConfig, raw, NAMESPACE, LabConfig(), problems)
+    cfg = cfg if isinstance(cfg, LabConfig) else LabConfig()
+    if bench_raw is not None:
+        try:
+            cfg = dataclasses.replace(cfg, bench=modes.plan_from_mapping(bench_raw))
+        except ValueError as err:
+            problems.append(f"{NAMESPACE}:{err}")
+    if not problems:  # cross-key rules need well-typed values
+        problems.extend(_check(cfg))
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _check(cfg: LabConfig) -> list[str]:
+    problems: list[str] = []
+    ns = NAMESPACE
+
+    if cfg.kubernetes_version not in SUPPORTED_EKS_VERSIONS:
+        problems.append(f"{ns}:kubernetesVersion: {cfg.kubernetes_version!r} is not supported; "
+                        f"allowed: {', '.join(SUPPORTED_EKS_VERSIONS)}")
+    for key, cidr in [("vpcCidr", cfg.vpc_cidr)] + [
+            (f"publicAccessCidrs[{i}]", c) for i, c in enumerate(cfg.public_access_cidrs)]:
+        try:
+            ipaddress.IPv4Network(cidr)
+        except ValueError as err:
+            problems.append(f"{ns}:{key}: {cidr!r} is not an IPv4 CIDR ({err})")
+    if not cfg.public_access_cidrs:
+        problems.append(f"{ns}:publicAccessCidrs: empty; list the CIDRs that may reach the "
+                        "EKS API (e.g. your office's /32): `pulumi up` needs to reach it")
+
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", cfg.region):
+        problems.append(f"{ns}:region: {cfg.region!r} is not an AWS region name (e.g. us-east-1)")
+    if len(set(cfg.availability_zones)) < 2:
+        problems.append(f"{ns}:availabilityZones: {list(cfg.availability_zones)} has fewer than "
+                        "2 distinct zones; EKS needs subnets in at least 2")
+    for i, az in enumerate(cfg.availability_zones):
+        if not (az.startswith(cfg.region) and re.fullmatch(r"[a-z]", az[len(cfg.region):])):
+            problems.append(f"{ns}:availabilityZones[{i}]: {az!r} is not a zone of region "
+                            f"{cfg.region!r} (e.g. {cfg.region}a)")
+    if cfg.gpu_availability_zone not in cfg.availability_zones:
+        problems.append(f"{ns}:gpuAvailabilityZone: {cfg.gpu_availability_zone!r} is not one of "
+                        f"availabilityZones {list(cfg.availability_zones)}")
+
+    for role in ("system", "prefill", "decode"):
+        group: NodeGroup = getattr(cfg.node_groups, role)
+        key = f"{ns}:nodeGroups.{role}"
+        known = INSTANCE_FACTS.get(group.instance_type)
+        if role == "system":
+            allowed = sorted(t for t, f in INSTANCE_FACTS.items() if not f.gpus)
+        else:
+            allowed = sorted(t for t, f in INSTANCE_FACTS.items() if f.gpus)
+        if known is None or group.instance_type not in allowed:
+            what = "GPU" if role != "system" else "CPU"
+            problems.append(f"{key}.instanceType: {group.instance_type!r} is not a {what} "
+                            f"instance type the lab has facts for; allowed: {', '.join(allowed)}")
+        if group.count < 1:
+            problems.append(f"{key}.count: {group.count} must be at least 1")
+        min_disk = MIN_GPU_DISK_GIB if role != "system" else 20
+        if group.disk_gib < min_disk:
+            problems.append(f"{key}.diskGib: {group.disk_gib} GiB is too small; at least "
+                            f"{min_disk} GiB{' (the vllm-runtime image is large)' if role != 'system' else ''}")
+
+    problems.extend(_check_workers(cfg))
+
+    positive = {
+        "serving.readyTimeoutMinutes": cfg.serving.ready_timeout_minutes,
+        "serving.kvOffload.cpuCacheGib": cfg.serving.kv_offload.cpu_cache_gib,
+        "serving.kvOffload.diskCacheGib": cfg.serving.kv_offload.disk_cache_gib,
+        "model.storeGib": cfg.model.store_gib,
+        "model.downloadTimeoutMinutes": cfg.model.download_timeout_minutes,
+        "monitoring.prometheusStorageGib": cfg.monitoring.prometheus_storage_gib,
+        "monitoring.grafanaStorageGib": cfg.monitoring.grafana_storage_gib,
+        "results.storageGib": cfg.results.storage_gib,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            problems.append(f"{ns}:{key}: {value} must be at least 1")
+
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", cfg.model.id):
+        problems.append(f"{ns}:model.id: {cfg.model.id!r} is not a Hugging Face repo id (org/name)")
+    if not re.fullmatch(r"\d+[smhdwy]", cfg.monitoring.retention):
+        problems.append(f"{ns}:monitoring.retention: {cfg.monitoring.retention!r} is not a "
+                        "Prometheus duration (e.g. 15d, 12h)")
+    version_patterns = {
+        "dynamo": r"\d+\.\d+\.\d+", "aiperf": r"\d+\.\d+\.\d+", "gpuOperator": r"v\d+\.\d+\.\d+",
+        "kubePrometheusStack": r"65\.\d+\.\d+", "pushgateway": r"\d+\.\d+\.\d+",
+        "efaDevicePlugin": r"v\d+\.\d+\.\d+",
+    }
+    for name, pattern in version_patterns.items():
+        value = getattr(cfg.versions, _snake(name))
+        if not re.fullmatch(pattern, value):
+            problems.append(f"{ns}:versions.{name}: {value!r} does not match {pattern}"
+                            + (" (the lab is built for kube-prometheus-stack 65.x)"
+                               if name == "kubePrometheusStack" else ""))
+    return problems
+
+
+def _check_workers(cfg: LabConfig) -> list[str]:
+    problems = []
+    for role, (group_name, workers) in cfg.worker_roles().items():
+        key = f"{NAMESPACE}:serving.{role}"
+        group: NodeGroup = getattr(cfg.node_groups, group_name)
+        facts = INSTANCE_FACTS.get(group.instance_type)
+        if workers.tp not in TENSOR_PARALLEL_SIZES:
+            problems.append(f"{key}.tp: {workers.tp} is not allowed; allowed: "
+                            f"{', '.join(map(str, TENSOR_PARALLEL_SIZES))}")
+        if workers.replicas < 1:
+            problems.append(f"{key}.replicas: {workers.replicas} must be at least 1")
+        if facts is None or not facts.gpus:
+            continue  # the instance type problem is reported on its own key
+        if workers.tp > facts.gpus:
+            problems.append(f"{key}.tp: {workers.tp} is more than the {facts.gpus} GPUs of one "
+                            f"{group.instance_type} node (nodeGroups.{group_name}); a worker "
+                            "cannot span nodes")
+        elif workers.replicas * workers.tp > facts.gpus * group.count:
+            problems.append(f"{key}: {workers.replicas} replicas x TP{workers.tp} = "
+                            f"{workers.replicas * workers.tp} GPUs, more than the "
+                            f"{facts.gpus * group.count} GPUs of nodeGroups.{group_name} "
+                            f"({group.count} x {group.instance_type})")
+    return problems
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"[A-Z]", lambda m: "_" + m.group(0).lower(), name)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading the running stack's config
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Secrets:
+    """Secret config values, as Pulumi secret Outputs (None when not set)."""
+    hf_token: Any = None
+    grafana_admin_password: Any = None
+
+
+def raw_stack_config() -> tuple[dict[str, Any], set[str]]:
+    """This stack's `benchlab:` keys and which of them are secret. Pulumi hands config to
+    the program as strings (PULUMI_CONFIG, or set_all_config under test): objects and lists
+    arrive as JSON text and are decoded; scalars stay strings ("1.32" is not a float)."""
+    import json
+
+    import pulumi.runtime.config as runtime_config
+
+    prefix = f"{NAMESPACE}:"
+    values = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    secret_keys = set(runtime_config.get_config_secret_keys_env()) | runtime_config._SECRET_KEYS.get()
+    raw, secret = {}, set()
+    for full_key, value in values.items():
+        if not full_key.startswith(prefix):
+            continue
+        key = full_key[len(prefix):]
+        if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
+            try:
+                value = json.loads(value)
+            except ValueError as err:
+                raise ConfigError([f"{full_key}: not valid JSON/YAML structure ({err})"]) from None
+        raw[key] = value
+        if full_key in secret_keys:
+            secret.add(key)
+    return raw, secret
+
+
+def load() -> tuple[LabConfig, Secrets]:
+    """Parse and validate the running stack's config; raise ConfigError on any problem."""
+    import pulumi
+
+    raw, secret = raw_stack_config()
+    problems = [f"{NAMESPACE}:{k}: is a secret; set it with `pulumi config set --secret {k}`"
+                for k in SECRET_KEYS if k in raw and k not in secret]
+    try:
+        cfg = parse(raw)
+    except ConfigError as err:
+        problems = err.problems + problems
+    if problems:
+        raise ConfigError(problems)
+    conf = pulumi.Config(NAMESPACE)
+    return cfg, Secrets(hf_token=conf.get_secret("hfToken"),
+                        grafana_admin_password=conf.get_secret("grafanaAdminPassword"))

@@ -1,0 +1,38 @@
+"""Shared fixtures: the reference material beside the repo, and the offline Pulumi run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab import offline
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture
+def shared():
+    """Path of a file under ../shared/reference, or skip when the reference is absent."""
+    def resolve(relative: str) -> Path:
+        path = SHARED / "reference" / relative
+        if not path.exists():
+            pytest.skip(f"reference material {path} is absent (../shared beside the repo); "
+                        "this check compares against the pinned upstream files")
+        return path
+    return resolve
+
+
+@pytest.fixture
+def dev_config() -> dict:
+    return offline.stack_config(str(REPO / "Pulumi.dev.yaml"))
+
+
+@pytest.fixture
+def run_lab(dev_config):
+    """Run the whole program offline: run_lab(overrides={...}, secrets={...}, stack=...)."""
+    def run(overrides: dict | None = None, secrets: dict | None = None, stack: str = "dev",
+            base: dict | None = None) -> offline.Recording:
+        config = {**(dev_config if base is None else base), **(overrides or {})}
+        return offline.run_lab(config, secrets, stack=stack)
+    return run

@@ -1,0 +1,118 @@
+"""The typed stack config: defaults are Report 5's lab; every bad value is named, with what
+is allowed, before any resource is registered."""
+from __future__ import annotations
+
+import pytest
+
+from lab import offline
+from stacks import config
+from stacks.instance_facts import INSTANCE_FACTS
+
+
+def test_defaults_are_report_5_lab():
+    cfg = config.parse({})
+    assert cfg.kubernetes_version == "1.32"
+    assert (cfg.node_groups.prefill.instance_type, cfg.node_groups.prefill.count) == ("p4d.24xlarge", 2)
+    assert (cfg.node_groups.decode.instance_type, cfg.node_groups.decode.count) == ("g6e.12xlarge", 4)
+    assert cfg.serving.mode == "agg"
+    assert (cfg.serving.agg.tp, cfg.serving.agg.replicas) == (4, 4)
+    assert (cfg.serving.prefill.tp, cfg.serving.decode.tp) == (4, 2)
+    assert cfg.model.id == "Qwen/Qwen3-30B-A3B-FP8"
+    assert cfg.versions.dynamo == "0.9.1" and cfg.versions.gpu_operator == "v24.9.0"
+    assert cfg.versions.kube_prometheus_stack.startswith("65.")
+    assert cfg.versions.aiperf == "0.9.0"
+
+
+def test_dev_stack_file_parses_to_the_defaults(dev_config):
+    assert config.parse(dev_config) == config.parse({})
+
+
+def test_overrides_are_applied_and_typed():
+    cfg = config.parse({"serving": {"mode": "disagg", "decode": {"tp": 4, "replicas": 4}},
+                        "nodeGroups": {"decode": {"instanceType": "g6e.12xlarge", "count": 4, "diskGib": 300}}})
+    assert cfg.serving.mode == "disagg"
+    assert cfg.serving.decode == config.Workers(tp=4, replicas=4)
+    assert cfg.serving.prefill == config.Workers(tp=4, replicas=4)  # untouched default
+    assert cfg.node_groups.decode.disk_gib == 300
+
+
+def test_unused_gpu_group_is_scaled_to_zero_and_used_one_is_not():
+    agg = config.parse({})
+    assert (agg.desired_nodes("prefill"), agg.desired_nodes("decode")) == (2, 0)
+    disagg = config.parse({"serving": {"mode": "disagg"}})
+    assert (disagg.desired_nodes("prefill"), disagg.desired_nodes("decode")) == (2, 4)
+    keep = config.parse({"serving": {"scaleUnusedGpuGroupToZero": False}})
+    assert keep.desired_nodes("decode") == 4
+
+
+BAD_CONFIGS = {
+    "typo at the top": ({"nodeGroup": {}}, ["benchlab.nodeGroup: unknown key", "nodeGroups"]),
+    "typo nested": ({"nodeGroups": {"prefill": {"instanceTyp": "p4d.24xlarge"}}},
+                    ["nodeGroups.prefill.instanceTyp: unknown key", "instanceType"]),
+    "wrong type": ({"nodeGroups": {"prefill": {"count": "two"}}},
+                   ["nodeGroups.prefill.count: 'two'", "an integer"]),
+    "bool is not an int": ({"nodeGroups": {"decode": {"count": True}}}, ["nodeGroups.decode.count", "an integer"]),
+    "zero nodes": ({"nodeGroups": {"prefill": {"count": 0}}}, ["nodeGroups.prefill.count: 0 must be at least 1"]),
+    "negative nodes": ({"nodeGroups": {"system": {"count": -2}}}, ["nodeGroups.system.count: -2"]),
+    "unknown GPU type": ({"nodeGroups": {"prefill": {"instanceType": "p9.mega"}}},
+                         ["nodeGroups.prefill.instanceType: 'p9.mega'", "p4d.24xlarge"]),
+    "CPU type for a GPU group": ({"nodeGroups": {"decode": {"instanceType": "m5.xlarge"}}},
+                                 ["nodeGroups.decode.instanceType: 'm5.xlarge' is not a GPU"]),
+    "serving mode": ({"serving": {"mode": "hybrid"}}, ["serving.mode: 'hybrid'", "'agg' | 'disagg'"]),
+    "TP not a power of two": ({"serving": {"agg": {"tp": 3, "replicas": 4}}},
+                              ["serving.agg.tp: 3 is not allowed; allowed: 1, 2, 4, 8"]),
+    "TP larger than a node": ({"serving": {"mode": "disagg", "decode": {"tp": 8, "replicas": 1}}},
+                              ["serving.decode.tp: 8 is more than the 4 GPUs of one g6e.12xlarge"]),
+    "replicas x TP larger than the group": ({"serving": {"agg": {"tp": 4, "replicas": 5}}},
+                                            ["serving.agg: 5 replicas x TP4 = 20 GPUs, more than the 16 GPUs"]),
+    "EKS version": ({"kubernetesVersion": "1.27"}, ["kubernetesVersion: '1.27' is not supported; allowed: 1.31, 1.32"]),
+    "CIDR does not parse": ({"publicAccessCidrs": ["10.0.0.300/32"]}, ["publicAccessCidrs[0]: '10.0.0.300/32'"]),
+    "VPC CIDR with host bits": ({"vpcCidr": "10.42.0.1/16"}, ["vpcCidr: '10.42.0.1/16' is not an IPv4 CIDR"]),
+    "GPU zone outside the zones": ({"gpuAvailabilityZone": "us-east-1f"}, ["gpuAvailabilityZone: 'us-east-1f'"]),
+    "zone of another region": ({"availabilityZones": ["us-west-2a", "us-east-1a"]},
+                               ["availabilityZones[0]: 'us-west-2a' is not a zone of region 'us-east-1'"]),
+    "one zone only": ({"availabilityZones": ["us-east-1a"]}, ["fewer than 2 distinct zones"]),
+    "GPU disk too small": ({"nodeGroups": {"prefill": {"diskGib": 50}}}, ["nodeGroups.prefill.diskGib: 50 GiB is too small"]),
+    "retention not a duration": ({"monitoring": {"retention": "forever"}}, ["monitoring.retention: 'forever'"]),
+    "chart major outside 65.x": ({"versions": {"kubePrometheusStack": "66.1.0"}}, ["versions.kubePrometheusStack: '66.1.0'"]),
+    "bool as string": ({"results": {"retainBucketOnDestroy": "yes"}},
+                       ["results.retainBucketOnDestroy: 'yes'", "true or false"]),
+    "model id": ({"model": {"id": "just-a-name"}}, ["model.id: 'just-a-name'"]),
+    "mapping expected": ({"serving": "agg"}, ["benchlab.serving: 'agg'", "a mapping"]),
+    "benchmark parameter": ({"bench": {"concurrencySweep": {"concurrency": [0, 4]}}},
+                            ["bench.concurrencySweep.concurrency"]),
+}
+
+
+@pytest.mark.parametrize("raw, expected", BAD_CONFIGS.values(), ids=BAD_CONFIGS.keys())
+def test_bad_config_is_rejected_with_a_clear_message(raw, expected):
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(raw)
+    for fragment in expected:
+        assert fragment in str(err.value)
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(config.ConfigError) as err:
+        config.parse({"kubernetesVersion": "1.20", "serving": {"mode": "x"}, "typo": 1})
+    assert len(err.value.problems) == 3
+
+
+def test_gpu_facts_cover_the_default_lab():
+    p4d, g6e = INSTANCE_FACTS["p4d.24xlarge"], INSTANCE_FACTS["g6e.12xlarge"]
+    assert (p4d.gpus, p4d.gpu_model[:4], p4d.efa_interfaces) == (8, "A100", 4)
+    assert (g6e.gpus, g6e.gpu_model, g6e.efa_interfaces) == (4, "L40S", 1)
+
+
+def test_bad_config_registers_no_resource(dev_config):
+    good = offline.run_lab(dev_config)
+    assert good.resources, "the same run with a good config registers the lab"
+    recording = offline.Recording()
+    with pytest.raises(config.ConfigError, match="serving.mode"):
+        offline.run_lab({**dev_config, "serving": {"mode": "both"}}, recording=recording)
+    assert recording.resources == {}
+
+
+def test_hf_token_must_be_set_as_secret(dev_config):
+    with pytest.raises(config.ConfigError, match="hfToken: is a secret; set it with `pulumi config set --secret hfToken`"):
+        offline.run_lab({**dev_config, "hfToken": "hf_plain"})
