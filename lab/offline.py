@@ -11,6 +11,7 @@ custom timeouts of every resource.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -201,6 +202,9 @@ class LabMocks(pulumi_mocks.Mocks):
         state = _default_state(args.typ, args.name, inputs)
         if args.custom:  # a remote component's outputs are not its inputs
             state.update(args.inputs)
+        if args.typ.startswith("kubernetes:") and isinstance(state.get("metadata"), dict):
+            # Other objects refer to an auto-named one by its name (a Job to its ConfigMap).
+            state["metadata"] = {"name": k8s_auto_name(args.name), **state["metadata"]}
         make = self.extra.get(args.typ)
         if make:
             state.update(make(args.name, inputs))
@@ -240,7 +244,10 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             provider=request.provider, custom_timeouts=timeouts,
             options={"retain_on_delete": request.retainOnDelete, "protect": request.protect,
                      "delete_before_replace": request.deleteBeforeReplace,
-                     "ignore_changes": list(request.ignoreChanges), "version": request.version},
+                     "ignore_changes": list(request.ignoreChanges), "version": request.version,
+                     "replace_on_changes": list(request.replaceOnChanges),
+                     # package -> provider reference, sent for components (remote ones above all)
+                     "providers": dict(request.providers)},
         )
         if not request.custom and not request.remote:
             return resource_pb2.RegisterResourceResponse(urn=urn)  # local component
@@ -308,6 +315,18 @@ def _eks_cluster_outputs(name: str, inputs: dict) -> dict:
     }
 
 
+def k8s_auto_name(name: str) -> str:
+    """The name pulumi-kubernetes gives an object without metadata.name: `<resource name>-<8
+    hex>` (random there, derived from the name here so runs and `lab synth` agree)."""
+    return f"{name}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def _bucket_outputs(name: str, inputs: dict) -> dict:
+    # S3 completes a bucket_prefix with a 26-character unique suffix.
+    bucket = inputs.get("bucket") or (inputs["bucketPrefix"] + "0" * 26 if "bucketPrefix" in inputs else name)
+    return {"id": bucket, "bucket": bucket, "arn": f"arn:aws:s3:::{bucket}"}
+
+
 # Outputs of the resources whose defaults are not enough (remote components' outputs above all:
 # under mocks their children are never created).
 LAB_OUTPUTS: dict[str, Callable[[str, dict], dict]] = {
@@ -318,14 +337,15 @@ LAB_OUTPUTS: dict[str, Callable[[str, dict], dict]] = {
     "aws:ec2/subnet:Subnet": lambda name, inputs: {"id": f"subnet-{name}"},
     "aws:ec2/securityGroup:SecurityGroup": lambda name, inputs: {"id": f"sg-{name}"},
     "aws:efs/fileSystem:FileSystem": lambda name, inputs: {"id": f"fs-{name}"},
-    "aws:s3/bucketV2:BucketV2": lambda name, inputs: {
-        "bucket": inputs.get("bucket", name), "arn": f"arn:aws:s3:::{inputs.get('bucket', name)}"},
-    "aws:s3/bucket:Bucket": lambda name, inputs: {
-        "bucket": inputs.get("bucket", name), "arn": f"arn:aws:s3:::{inputs.get('bucket', name)}"},
+    "aws:s3/bucket:Bucket": lambda name, inputs: _bucket_outputs(name, inputs),
+    "aws:ec2/launchTemplate:LaunchTemplate": lambda name, inputs: {"id": f"lt-{name}", "latestVersion": 1},
     "aws:iam/role:Role": lambda name, inputs: {"arn": f"arn:aws:iam::123456789012:role/{name}"},
     "kubernetes:helm.sh/v3:Release": lambda name, inputs: {
         "status": {"name": inputs.get("name", name), "namespace": inputs.get("namespace", "default"),
                    "status": "deployed", "version": inputs.get("version", "")}},
+    # A generated password is a secret output that is not among the inputs.
+    "random:index/randomPassword:RandomPassword": lambda name, inputs: {
+        "result": Secret(f"mock-password-{name}")},
 }
 
 

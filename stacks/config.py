@@ -59,9 +59,10 @@ class Workers:
 
 @dataclass(frozen=True)
 class KvOffload:
-    """KV block manager tiers behind the GPU cache (disagg): host memory, then local disk."""
+    """KV block manager tiers behind the GPU cache (disagg prefill workers): host memory, then
+    the node's root volume (an emptyDir), which it shares with the images."""
     cpu_cache_gib: int = 64
-    disk_cache_gib: int = 256
+    disk_cache_gib: int = 100
 
 
 @dataclass(frozen=True)
@@ -198,16 +199,20 @@ def _build(tp: Any, value: Any, key: str, default: Any, problems: list[str]) -> 
     raise TypeError(f"unsupported config type {tp!r} at {key}")
 
 
+def _join(key: str, name: str) -> str:
+    return f"{key}{name}" if key.endswith(":") else f"{key}.{name}"
+
+
 def _build_dataclass(cls: type, mapping: dict, key: str, default: Any, problems: list[str]) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {camel(f.name): f for f in dataclasses.fields(cls)}
     for unknown in sorted(set(mapping) - set(fields)):
-        problems.append(f"{key}.{unknown}: unknown key; allowed keys: {', '.join(fields)}")
+        problems.append(f"{_join(key, unknown)}: unknown key; allowed keys: {', '.join(fields)}")
     base = default if default is not None else cls()
     values = {}
     for name, f in fields.items():
         if name in mapping:
-            values[f.name] = _build(hints[f.name], mapping[name], f"{key}.{name}",
+            values[f.name] = _build(hints[f.name], mapping[name], _join(key, name),
                                     getattr(base, f.name), problems)
     return dataclasses.replace(base, **values)
 
@@ -218,15 +223,15 @@ def parse(raw: dict[str, Any]) -> LabConfig:
     problems: list[str] = []
     raw = {k: v for k, v in raw.items() if k not in SECRET_KEYS}
     bench_raw = raw.pop("bench", None)
-    cfg = _build_dataclass(LabConfig, raw, NAMESPACE, LabConfig(), problems)
-    cfg = cfg if isinstance(cfg, LabConfig) else LabConfig()
+    # A value of the wrong type is reported and replaced by its default, so the rules below
+    # always see a well-typed config and every problem is reported in one go.
+    cfg = _build_dataclass(LabConfig, raw, f"{NAMESPACE}:", LabConfig(), problems)
     if bench_raw is not None:
         try:
             cfg = dataclasses.replace(cfg, bench=modes.plan_from_mapping(bench_raw))
         except ValueError as err:
             problems.append(f"{NAMESPACE}:{err}")
-    if not problems:  # cross-key rules need well-typed values
-        problems.extend(_check(cfg))
+    problems.extend(_check(cfg))
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -338,7 +343,25 @@ def _check_workers(cfg: LabConfig) -> list[str]:
                             f"{workers.replicas * workers.tp} GPUs, more than the "
                             f"{facts.gpus * group.count} GPUs of nodeGroups.{group_name} "
                             f"({group.count} x {group.instance_type})")
+    if cfg.serving.mode == "disagg":
+        problems.extend(_check_kv_disk(cfg))
     return problems
+
+
+def _check_kv_disk(cfg: LabConfig) -> list[str]:
+    """The KV disk tier of every prefill worker on a node must fit beside the images."""
+    group, workers = cfg.node_groups.prefill, cfg.serving.prefill
+    facts = INSTANCE_FACTS.get(group.instance_type)
+    if facts is None or not facts.gpus or workers.tp > facts.gpus:
+        return []  # reported on their own keys
+    per_node = facts.gpus // workers.tp
+    room = group.disk_gib - MIN_GPU_DISK_GIB
+    if per_node * cfg.serving.kv_offload.disk_cache_gib <= room:
+        return []
+    return [f"{NAMESPACE}:serving.kvOffload.diskCacheGib: {cfg.serving.kv_offload.disk_cache_gib} GiB x "
+            f"{per_node} prefill workers per node exceeds the {room} GiB left on "
+            f"nodeGroups.prefill.diskGib ({group.disk_gib}) after {MIN_GPU_DISK_GIB} GiB for images; "
+            f"lower it to at most {room // per_node} or raise diskGib"]
 
 
 def _snake(name: str) -> str:

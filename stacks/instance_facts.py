@@ -33,7 +33,7 @@ INSTANCE_FACTS: dict[str, InstanceFacts] = {
     "g6e.12xlarge": InstanceFacts(48, 384, 4, "L40S", 48, 1, 10.49),
     "g6e.24xlarge": InstanceFacts(96, 768, 4, "L40S", 48, 2, 15.07),
     "g6e.48xlarge": InstanceFacts(192, 1536, 8, "L40S", 48, 4, 30.13),
-    "g5.12xlarge": InstanceFacts(48, 192, 4, "A10G", 24, 0, 5.67),
+    "g5.12xlarge": InstanceFacts(48, 192, 4, "A10G", 24, 1, 5.67),
     "g5.48xlarge": InstanceFacts(192, 768, 8, "A10G", 24, 1, 16.29),
     # CPU: system node group
     "m5.xlarge": InstanceFacts(4, 16, on_demand_usd_per_hour=0.192),

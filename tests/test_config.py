@@ -2,6 +2,8 @@
 is allowed, before any resource is registered."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from lab import offline
@@ -24,7 +26,9 @@ def test_defaults_are_report_5_lab():
 
 
 def test_dev_stack_file_parses_to_the_defaults(dev_config):
-    assert config.parse(dev_config) == config.parse({})
+    dev = config.parse(dev_config)
+    assert dev.owner == "ml-infra"
+    assert dataclasses.replace(dev, owner=config.LabConfig().owner) == config.parse({})
 
 
 def test_overrides_are_applied_and_typed():
@@ -46,7 +50,7 @@ def test_unused_gpu_group_is_scaled_to_zero_and_used_one_is_not():
 
 
 BAD_CONFIGS = {
-    "typo at the top": ({"nodeGroup": {}}, ["benchlab.nodeGroup: unknown key", "nodeGroups"]),
+    "typo at the top": ({"nodeGroup": {}}, ["benchlab:nodeGroup: unknown key", "nodeGroups"]),
     "typo nested": ({"nodeGroups": {"prefill": {"instanceTyp": "p4d.24xlarge"}}},
                     ["nodeGroups.prefill.instanceTyp: unknown key", "instanceType"]),
     "wrong type": ({"nodeGroups": {"prefill": {"count": "two"}}},
@@ -78,7 +82,10 @@ BAD_CONFIGS = {
     "bool as string": ({"results": {"retainBucketOnDestroy": "yes"}},
                        ["results.retainBucketOnDestroy: 'yes'", "true or false"]),
     "model id": ({"model": {"id": "just-a-name"}}, ["model.id: 'just-a-name'"]),
-    "mapping expected": ({"serving": "agg"}, ["benchlab.serving: 'agg'", "a mapping"]),
+    "KV disk tier larger than the node's disk": (
+        {"serving": {"mode": "disagg", "kvOffload": {"diskCacheGib": 256}}},
+        ["serving.kvOffload.diskCacheGib: 256 GiB x 2 prefill workers per node exceeds the 300 GiB"]),
+    "mapping expected": ({"serving": "agg"}, ["benchlab:serving: 'agg'", "a mapping"]),
     "benchmark parameter": ({"bench": {"concurrencySweep": {"concurrency": [0, 4]}}},
                             ["bench.concurrencySweep.concurrency"]),
 }

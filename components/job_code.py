@@ -1,0 +1,134 @@
+"""What the lab's Jobs share: how their Python code reaches the cluster, the pod they run in,
+and how Pulumi waits for them.
+
+The code: a ConfigMap, not an image of our own. The lab needs no registry, no build step and
+no image scan; the Jobs run stock images (vllm-runtime for AIPerf, python-slim otherwise) with
+the project's small, pure-Python modules mounted at /opt/benchlab/bench_jobs. Each Job ships
+only the modules its entry module imports (transitively), so an edit to the report code does
+not replace, and so re-run, the GPU benchmarks. A digest of what is shipped is in the pod
+template: a code change changes the template, and Pulumi replaces the Job.
+
+The pod: restricted. A non-root user with no capabilities and a read-only root filesystem;
+what a Job writes goes to its volumes or to an emptyDir scratch directory (HOME, pip --target
+installs, caches). No service account token unless the Job reads the Kubernetes API.
+
+Helpers only (no resources): the components create the ConfigMaps and Jobs with these.
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import json
+from pathlib import Path
+
+import pulumi
+
+PACKAGE = "bench_jobs"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
+MOUNT_ROOT = "/opt/benchlab"  # on PYTHONPATH in the Jobs
+CODE_VOLUME = "bench-code"
+DIGEST_ANNOTATION = "benchlab.io/code-sha256"
+SCRATCH = "/tmp"  # an emptyDir; HOME
+DEPS = f"{SCRATCH}/deps"  # `pip install --target` for what a python-slim Job needs
+# Any non-root uid will do: through an EFS access point every file operation is made as the
+# access point's own POSIX user, whoever the client is.
+RUN_AS = 10001
+API_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # where clients look for it
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                        "capabilities": {"drop": ["ALL"]}}
+RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS,
+                  "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def module_closure(entry: str) -> list[str]:
+    """File names of `bench_jobs` modules `entry` (e.g. "entrypoint") needs, itself included."""
+    todo, seen = [entry], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo.extend(_package_imports(PACKAGE_DIR / f"{name}.py"))
+    return sorted(f"{name}.py" for name in seen | {"__init__"})
+
+
+@functools.cache
+def _package_imports(path: Path) -> frozenset[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == PACKAGE:  # from bench_jobs import modes, versions
+                found.update(alias.name for alias in node.names)
+            elif node.module.startswith(PACKAGE + "."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[1] for alias in node.names
+                         if alias.name.startswith(PACKAGE + "."))
+    return frozenset(name for name in found if (PACKAGE_DIR / f"{name}.py").exists())
+
+
+def code_files(*entries: str) -> dict[str, str]:
+    """ConfigMap data: file name -> source, for the closures of the entry modules."""
+    names = sorted({name for entry in entries for name in module_closure(entry)})
+    return {name: (PACKAGE_DIR / name).read_text(encoding="utf-8") for name in names}
+
+
+def digest(data: dict) -> str:
+    """A stable content hash of ConfigMap-like data (or any JSON-able mapping)."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def pip_then_run(requirement: str, module: str) -> list[str]:
+    """The command of a python-slim Job: install its one dependency, then run its module."""
+    return ["sh", "-c", f"pip install --quiet --no-cache-dir --target {DEPS} '{requirement}' "
+                        f"&& exec python -m {PACKAGE}.{module}"]
+
+
+def env_list(values: dict) -> list[dict]:
+    return [{"name": name, "value": value} for name, value in values.items()]
+
+
+def job_template(*, container: dict, volumes: list[dict], code_configmap: pulumi.Input[str],
+                 node_selector: dict[str, str], labels: dict[str, str],
+                 annotations: dict[str, str], service_account: str | None = None,
+                 api_token: bool = False) -> dict:
+    """A Job's pod template: `container` and `volumes` plus the code, the scratch directory,
+    the restricted security contexts and, with `api_token`, a short-lived API token."""
+    mounts = [{"name": CODE_VOLUME, "mountPath": f"{MOUNT_ROOT}/{PACKAGE}", "readOnly": True},
+              {"name": "scratch", "mountPath": SCRATCH}]
+    extra_volumes = [{"name": CODE_VOLUME, "configMap": {"name": code_configmap}},
+                     {"name": "scratch", "emptyDir": {}}]
+    if api_token:
+        # Projected by hand rather than automounted: only this Job gets one, bound to its pod.
+        mounts.append({"name": "api-token", "mountPath": API_TOKEN_DIR, "readOnly": True})
+        extra_volumes.append({"name": "api-token", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}})
+    container = {
+        **container,
+        # Unbuffered: the Job's log shows progress as it happens.
+        "env": [*container.get("env", []), *env_list({
+            "PYTHONPATH": f"{DEPS}:{MOUNT_ROOT}", "PYTHONUNBUFFERED": "1", "HOME": SCRATCH})],
+        "volumeMounts": [*container.get("volumeMounts", []), *mounts],
+        "securityContext": RESTRICTED_CONTAINER,
+    }
+    spec = {"restartPolicy": "Never", "automountServiceAccountToken": False,
+            "nodeSelector": node_selector, "securityContext": RESTRICTED_POD,
+            "containers": [container], "volumes": [*volumes, *extra_volumes]}
+    if service_account:
+        spec["serviceAccountName"] = service_account
+    return {"metadata": {"labels": labels, "annotations": annotations}, "spec": spec}
+
+
+def job_options(parent: pulumi.Resource, depends_on: list[pulumi.Resource],
+                timeout_minutes: int) -> pulumi.ResourceOptions:
+    """Options of every Job of the lab. Pulumi waits for a Job to complete: as long as the Job
+    may run (its activeDeadlineSeconds) and a minute more. Any change of the spec is a new Job
+    (a Job's pod template is immutable, and a changed Job is new work to run)."""
+    timeout = f"{timeout_minutes + 1}m"
+    return pulumi.ResourceOptions(
+        parent=parent, depends_on=depends_on, replace_on_changes=["spec"],
+        custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout))

@@ -1,0 +1,112 @@
+"""ModelStore: the RWX volumes on EFS (model store, benchmark results) and the model download.
+
+The download Job runs on the CPU (system) nodes and waits only for what it needs: the
+namespace, the volume (so the EFS StorageClass and its CSI driver) and the HF token Secret.
+It does not wait for any GPU node group, so the ~30 GB download overlaps the GPU nodes'
+boot, the GPU Operator and the Dynamo platform install (DESIGN.md, "Critical path").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from bench_jobs import model_download
+from components import job_code
+from components.base import HF_TOKEN_KEY, PART_OF
+
+MODEL_PVC = "model-store"
+RESULTS_PVC = "bench-results"
+MODEL_MOUNT = "/models"  # where every pod of the lab sees the model store
+RESULTS_MOUNT = "/results"
+PYTHON_IMAGE = "python:3.11-slim"
+# Pinned: the Job installs it at start (python-slim has no hub client).
+HUB_REQUIREMENT = "huggingface_hub==1.33.0"
+# Pod retries on top of the in-process retries; Kubernetes backs off 10 s, 20 s, 40 s between.
+DOWNLOAD_BACKOFF_LIMIT = 3
+
+
+def model_dir(model_id: str, revision: str) -> str:
+    """The model's directory as every pod mounting the model store sees it."""
+    return str(model_download.model_path(MODEL_MOUNT, model_id, revision))
+
+
+@dataclass(frozen=True)
+class ModelStoreArgs:
+    namespace: pulumi.Input[str]
+    storage_class: pulumi.Input[str]  # the RWX (EFS) StorageClass's name
+    model_id: str
+    revision: str
+    model_store_gib: int
+    results_gib: int
+    download_timeout_minutes: int
+    hf_token_secret: pulumi.Input[str] | None  # name of the Secret holding HF_TOKEN; None: public model
+    cpu_node_selector: dict[str, str]
+    depends_on: list[pulumi.Resource]  # namespace, StorageClass, system nodes, token Secret
+
+
+def download_job_spec(args: ModelStoreArgs, code_configmap: pulumi.Input[str], code_sha: str) -> dict:
+    token_env = [] if args.hf_token_secret is None else [{
+        "name": "HF_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": args.hf_token_secret, "key": HF_TOKEN_KEY}}}]
+    container = {
+        "name": "download",
+        "image": PYTHON_IMAGE,
+        "command": job_code.pip_then_run(HUB_REQUIREMENT, "model_download"),
+        "env": [*job_code.env_list({"MODEL_ID": args.model_id, "MODEL_REVISION": args.revision,
+                                    "MODEL_ROOT": MODEL_MOUNT}), *token_env],
+        "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "8Gi"}},
+        "volumeMounts": [{"name": "model-store", "mountPath": MODEL_MOUNT}],
+    }
+    return {
+        "backoffLimit": DOWNLOAD_BACKOFF_LIMIT,
+        # Kubernetes stops the download where Pulumi stops waiting for it.
+        "activeDeadlineSeconds": args.download_timeout_minutes * 60,
+        # No ttlSecondsAfterFinished: a Job Kubernetes deleted would be re-created (and re-run)
+        # by the next `pulumi up`. Finished Jobs hold no resources; destroy removes them.
+        "template": job_code.job_template(
+            container=container,
+            volumes=[{"name": "model-store", "persistentVolumeClaim": {"claimName": MODEL_PVC}}],
+            code_configmap=code_configmap, node_selector=args.cpu_node_selector,
+            labels={"app.kubernetes.io/name": "model-download", **PART_OF},
+            annotations={job_code.DIGEST_ANNOTATION: code_sha}),
+    }
+
+
+class ModelStore(pulumi.ComponentResource):
+    model_pvc: k8s.core.v1.PersistentVolumeClaim
+    results_pvc: k8s.core.v1.PersistentVolumeClaim
+    download: k8s.batch.v1.Job
+
+    def __init__(self, name: str, args: ModelStoreArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("benchlab:workloads:ModelStore", name, None, opts)
+        after_inputs = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
+        self.model_pvc = self._rwx_claim(name, MODEL_PVC, args.model_store_gib, args, after_inputs)
+        self.results_pvc = self._rwx_claim(name, RESULTS_PVC, args.results_gib, args, after_inputs)
+
+        code = job_code.code_files("model_download")
+        code_map = k8s.core.v1.ConfigMap(
+            f"{name}-download-code",
+            metadata={"namespace": args.namespace, "labels": PART_OF},
+            data=code, immutable=True, opts=after_inputs)
+        self.download = k8s.batch.v1.Job(
+            f"{name}-download",
+            metadata={"namespace": args.namespace,
+                      "labels": {"app.kubernetes.io/name": "model-download", **PART_OF}},
+            spec=download_job_spec(args, code_map.metadata.name, job_code.digest(code)),
+            opts=job_code.job_options(self, [*args.depends_on, self.model_pvc],
+                                      args.download_timeout_minutes))
+        self.register_outputs({"modelPvc": MODEL_PVC, "resultsPvc": RESULTS_PVC,
+                               "downloadJob": self.download.metadata.name})
+
+    @staticmethod
+    def _rwx_claim(name: str, claim: str, gib: int, args: ModelStoreArgs,
+                   opts: pulumi.ResourceOptions) -> k8s.core.v1.PersistentVolumeClaim:
+        # Named, not auto-named: the serving graph and the Jobs refer to the claims by name.
+        return k8s.core.v1.PersistentVolumeClaim(
+            f"{name}-{claim}",
+            metadata={"name": claim, "namespace": args.namespace, "labels": PART_OF},
+            spec={"accessModes": ["ReadWriteMany"], "storageClassName": args.storage_class,
+                  "resources": {"requests": {"storage": f"{gib}Gi"}}},
+            opts=opts)

@@ -1,0 +1,121 @@
+"""The single AIPerf builder: calls, labels, flags, and that every flag exists in 0.9.0."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bench_jobs import aiperf_argv, modes
+from bench_jobs.aiperf_argv import Target, build_calls
+from bench_jobs.modes import BenchPlan
+
+TARGET = Target(url="http://127.0.0.1:8000", model="/models/m", tokenizer="/models/m")
+
+
+def _flag(argv, name):
+    """Values of every occurrence of a flag."""
+    return [argv[i + 1] for i, arg in enumerate(argv) if arg == name]
+
+
+def test_list_sweep_is_one_call_over_every_level():
+    sweep = BenchPlan().concurrency_sweep
+    (call,) = build_calls(sweep, TARGET, "/results/run/agg/concurrency_sweep")
+    assert call.step == "sweep"
+    assert _flag(call.argv, "--concurrency") == ["1,2,4,8,16,32,64"]
+    assert _flag(call.argv, "--artifact-dir") == ["/results/run/agg/concurrency_sweep/sweep"]
+    assert call.planned_seconds == sweep.planned_seconds
+
+
+def test_per_level_sweep_is_one_call_per_level():
+    sweep = BenchPlan().concurrency_sweep
+    calls = build_calls(sweep, TARGET, "/r", sweep_style="per_level")
+    assert [c.step for c in calls] == ["c1", "c2", "c4", "c8", "c16", "c32", "c64"]
+    assert [_flag(c.argv, "--concurrency") for c in calls] == [[str(c)] for c in sweep.concurrency]
+    assert sum(c.planned_seconds for c in calls) == sweep.planned_seconds
+
+
+def test_step_labels_and_plans_of_the_other_modes():
+    plan = BenchPlan()
+    labels = {m.name: [c.step for c in build_calls(m, TARGET, "/r")] for m in plan.modes()}
+    assert labels["multi_turn"] == ["turns5"]
+    assert labels["sequence_distribution"] == ["uniform", "zipf", "lognormal"]
+    assert labels["prefix_cache"] == ["hit0", "hit25", "hit50", "hit75", "hit100"]
+    for mode in plan.modes():
+        assert sum(c.planned_seconds for c in build_calls(mode, TARGET, "/r")) == (
+            mode.planned_seconds)
+
+
+def test_every_request_streams_exactly_osl_tokens_counted_by_the_server():
+    for mode in BenchPlan().modes():
+        for call in build_calls(mode, TARGET, "/r"):
+            assert "--streaming" in call.argv and "--use-server-token-count" in call.argv
+            assert "ignore_eos:true" in _flag(call.argv, "--extra-inputs")
+            osl = _flag(call.argv, "--osl")
+            if osl:  # fixed output length: min_tokens pins it from below too
+                assert f"min_tokens:{osl[0]}" in _flag(call.argv, "--extra-inputs")
+            assert _flag(call.argv, "--model") == ["/models/m"]
+            assert _flag(call.argv, "--url") == [TARGET.url]
+
+
+def test_multi_turn_flags():
+    (call,) = build_calls(BenchPlan().multi_turn, TARGET, "/r")
+    assert _flag(call.argv, "--conversation-turn-mean") == ["5"]
+    assert _flag(call.argv, "--conversation-turn-stddev") == ["0"]
+    assert _flag(call.argv, "--concurrency") == ["8"]
+    assert _flag(call.argv, "--benchmark-duration") == ["300"]
+    assert (_flag(call.argv, "--isl"), _flag(call.argv, "--osl")) == (["512"], ["256"])
+
+
+def test_prefix_share_of_each_prompt_matches_the_hit_ratio():
+    calls = build_calls(BenchPlan().prefix_cache, TARGET, "/r")
+    for call, ratio in zip(calls, (0, 25, 50, 75, 100)):
+        unique = int(_flag(call.argv, "--isl")[0])
+        shared = int((_flag(call.argv, "--prompt-prefix-length") or ["0"])[0])
+        assert unique + shared == 2048
+        assert abs(shared / 2048 - ratio / 100) <= 1 / 2048
+        assert _flag(call.argv, "--prompt-prefix-pool-size") == (["1"] if shared else [])
+
+
+def test_sequence_distribution_sends_the_buckets():
+    dist = BenchPlan().sequence_distribution
+    calls = build_calls(dist, TARGET, "/r")
+    for call, name in zip(calls, dist.distributions):
+        (arg,) = _flag(call.argv, "--seq-dist")
+        assert arg.count(";") >= 9
+        assert _flag(call.argv, "--concurrency") == ["16"]
+        assert not _flag(call.argv, "--isl")
+
+
+def test_unique_prompts_cover_the_run_so_cache_hits_are_deliberate():
+    (call,) = build_calls(modes.scaled(BenchPlan(), "quick").prefix_cache, TARGET, "/r")[:1]
+    assert _flag(call.argv, "--num-dataset-entries") == [str(16 * modes.QUICK_STEP_SECONDS)]
+    (full,) = build_calls(BenchPlan().prefix_cache, TARGET, "/r")[:1]
+    assert _flag(full.argv, "--num-dataset-entries") == [str(16 * 120)]
+    (top,) = build_calls(BenchPlan().concurrency_sweep, TARGET, "/r")
+    assert _flag(top.argv, "--num-dataset-entries") == [str(aiperf_argv.MAX_PROMPTS)]
+
+
+def test_server_metrics_can_be_switched_off():
+    (call,) = build_calls(BenchPlan().multi_turn, TARGET, "/r", server_metrics=False)
+    assert "--no-server-metrics" in call.argv
+    (call,) = build_calls(BenchPlan().multi_turn, TARGET, "/r")
+    assert "--no-server-metrics" not in call.argv
+
+
+def test_unknown_sweep_style_is_named():
+    with pytest.raises(ValueError, match="'grid'.*list, per_level"):
+        build_calls(BenchPlan().concurrency_sweep, TARGET, "/r", sweep_style="grid")
+
+
+def test_every_flag_exists_in_the_pinned_aiperf_help(shared):
+    help_text = shared("aiperf/aiperf-0.9.0-profile-help.txt").read_text()
+    known = set(re.findall(r"(--[a-z0-9][a-z0-9-]*)", help_text))
+    emitted = set()
+    for profile in modes.PROFILES:
+        for mode in modes.scaled(BenchPlan(), profile).modes():
+            for style in aiperf_argv.SWEEP_STYLES:
+                for call in build_calls(mode, TARGET, "/r", style, server_metrics=False):
+                    assert call.argv[0] == "profile"
+                    emitted |= {arg for arg in call.argv if arg.startswith("--")}
+    assert emitted, "the builder emitted no flags"
+    assert emitted <= known, f"not in aiperf 0.9.0 help: {sorted(emitted - known)}"

@@ -1,0 +1,155 @@
+"""The local lab for real: both graphs, four modes, the report; interrupts; clear errors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench_jobs import run_manifest
+from bench_jobs.modes import MODE_NAMES
+
+REPO = Path(__file__).resolve().parent.parent
+LAB_TIMEOUT_SECONDS = 20 * 60  # quick finishes in ~5 min; a loaded CI machine gets headroom
+
+
+def _lab(tmp_path: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "lab", "local", "--out", str(tmp_path / "out"),
+            "--work-dir", str(tmp_path / "work"), *args]
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    (run_dir,) = (tmp_path / "out").iterdir()
+    return run_dir
+
+
+@pytest.mark.e2e
+def test_quick_lab_runs_both_graphs_and_builds_the_report_from_aiperf_exports(tmp_path):
+    result = subprocess.run(_lab(tmp_path, "--profile", "quick"), cwd=REPO, text=True,
+                            capture_output=True, timeout=LAB_TIMEOUT_SECONDS)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run_dir = _run_dir(tmp_path)
+    for graph in ("agg", "disagg"):
+        manifest = run_manifest.read_manifest(run_dir / graph)
+        assert manifest.simulated and manifest.profile == "quick"
+        for mode in MODE_NAMES:
+            status = run_manifest.read_status(run_dir / graph / mode)
+            assert (status.status, status.error) == ("ok", None)
+            for step in status.steps:
+                exports = list((run_dir / graph / mode / step).rglob("profile_export_aiperf.json"))
+                assert exports, f"{graph}/{mode}/{step}: AIPerf wrote no export"
+    # the report's sweep figures are the exports' figures, level by level
+    ttft_p50 = {}
+    for export in run_dir.glob("*/concurrency_sweep/sweep/concurrency_*/profile_export_aiperf.json"):
+        body = json.loads(export.read_text())
+        ttft_p50[(export.parts[-5], int(export.parent.name.split("_")[1]))] = (
+            body["time_to_first_token"]["p50"])
+    assert len(ttft_p50) == 6  # 2 graphs x 3 quick levels
+    report_dir = run_dir / "report"
+    assert "simulated" in (report_dir / "report.md").read_text().lower()
+    rows = json.loads((report_dir / "tables" / "concurrency_sweep.json").read_text())["rows"]
+    ours = [row for row in rows if row["run_id"] == run_dir.name]
+    assert sorted(row["ttft_p50_ms"] for row in ours) == sorted(ttft_p50.values())
+    assert f"report: {report_dir / 'report.md'}" in result.stdout
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.e2e
+def test_ctrl_c_stops_every_process_the_lab_started(tmp_path):
+    lab = subprocess.Popen(_lab(tmp_path, "--profile", "quick", "--graphs", "agg"), cwd=REPO,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started: set[int] = set()
+    try:
+        deadline = time.monotonic() + 300
+        for line in lab.stdout:  # wait until AIPerf runs against a live graph
+            if "multi_turn/turns5 step 1/1: started" in line or time.monotonic() > deadline:
+                break
+        time.sleep(3)
+        started = _descendants(lab.pid)
+        assert len(started) >= 4, "expected NATS, a worker, the frontend and AIPerf running"
+        lab.send_signal(signal.SIGINT)
+        output = lab.communicate(timeout=120)[0]
+    finally:
+        if lab.poll() is None:
+            lab.kill()
+    assert lab.returncode == 130, output
+    time.sleep(1)
+    assert not [pid for pid in started if _alive(pid)], "processes left behind"
+    run_dir = _run_dir(tmp_path)
+    statuses = {mode: run_manifest.read_status(run_dir / "agg" / mode) for mode in MODE_NAMES}
+    assert statuses["concurrency_sweep"].status == "ok"  # finished before Ctrl-C: kept
+    assert (statuses["multi_turn"].status, statuses["multi_turn"].error) == ("failed",
+                                                                             "interrupted")
+    assert statuses["prefix_cache"].status == "skipped"
+
+
+def test_busy_port_is_a_clear_error(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run(_lab(tmp_path, "--isolation", "host", "--frontend-port",
+                                     str(port), "--tools-dir", str(tmp_path / "none"),
+                                     "--no-install"), cwd=REPO, text=True, capture_output=True,
+                                timeout=60)
+    assert result.returncode == 2
+    assert f"port {port} on 127.0.0.1 (--frontend-port) is busy" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_same_port_twice_is_a_clear_error(tmp_path):
+    result = subprocess.run(_lab(tmp_path, "--isolation", "host", "--frontend-port", "4222",
+                                 "--no-install"), cwd=REPO, text=True, capture_output=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "ports must differ: --frontend-port 4222, --nats-port 4222" in result.stderr
+
+
+def test_missing_tool_binary_is_a_clear_error(tmp_path):
+    tools = tmp_path / "tools"
+    result = subprocess.run(_lab(tmp_path, "--tools-dir", str(tools), "--no-install"),
+                            cwd=REPO, text=True, capture_output=True, timeout=60)
+    assert result.returncode == 2
+    assert f"{tools / 'dynamo'} lacks ai-dynamo==0.9.1" in result.stderr
+    assert "--no-install" in result.stderr
+
+
+@pytest.mark.parametrize("flag, value, allowed", [
+    ("--graphs", "agg,mixed", "allowed graphs are agg, disagg"),
+    ("--profile", "fast", "choose from 'full', 'quick'"),
+    ("--frontend-port", "80", "allowed: 1024-65535"),
+])
+def test_bad_flags_name_the_flag_and_what_is_allowed(tmp_path, flag, value, allowed):
+    result = subprocess.run(_lab(tmp_path, flag, value), cwd=REPO, text=True,
+                            capture_output=True, timeout=60)
+    assert result.returncode == 2
+    assert flag in result.stderr and allowed in result.stderr

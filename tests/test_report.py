@@ -1,0 +1,307 @@
+"""The report, built from results trees made of real AIPerf exports (tests/fixtures/*/README.txt)
+laid out as the local lab and the cloud Jobs write them, with manifests written by run_manifest."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bench_jobs import exports
+from bench_jobs.report import ABSENT, REPORT_FILE, TABLES_DIR, build_report
+from bench_jobs.report_plots import SIMULATED_NOTE
+from bench_jobs.run_manifest import (ManifestError, ModeStatus, NodeGroup, RunManifest, WorkerSpec,
+                                     read_manifest, write_manifest, write_status)
+from lab.cli import main as lab_main
+from stacks.instance_facts import PRICES_AS_OF, facts
+
+FIXTURES = Path(__file__).parent / "fixtures"
+VERSIONS = ["0.9.0", "0.13.0"]
+NODES = {
+    "agg": [NodeGroup("prefill", "p4d.24xlarge", 1, 8)],
+    "disagg": [NodeGroup("prefill", "p4d.24xlarge", 1, 8),
+               NodeGroup("decode", "g6e.12xlarge", 2, 4)],
+}
+WORKERS = {"agg": {"decode": WorkerSpec(1, 8)},
+           "disagg": {"prefill": WorkerSpec(1, 8), "decode": WorkerSpec(2, 4)}}
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory) -> dict[str, Path]:
+    """Each version's real exports, unpacked once: <graph>/<mode>/<step>/<AIPerf files>."""
+    unpacked = {}
+    for version in VERSIONS:
+        unpacked[version] = tmp_path_factory.mktemp(f"aiperf-{version}")
+        shutil.unpack_archive(FIXTURES / f"aiperf-{version}" / "exports.tar.gz", unpacked[version])
+    return unpacked
+
+
+def manifest(run_id: str, graph: str, created: str, simulated: bool, **changes) -> RunManifest:
+    fields = dict(run_id=run_id, graph=graph, simulated=simulated, profile="smoke", created=created,
+                  versions={"dynamo": "0.9.1", "aiperf": "0.9.0"}, model="tiny-bpe",
+                  nodes=NODES[graph], workers=WORKERS[graph])
+    return RunManifest(**(fields | changes))
+
+
+def add_run(root: Path, run_id: str, tree: Path, created: str, simulated: dict[str, bool],
+            graphs=("agg", "disagg")) -> Path:
+    """<root>/<run_id>/<graph>/{manifest.json, <mode>/status.json, <mode>/<step>/...}."""
+    for graph in graphs:
+        graph_dir = root / run_id / graph
+        shutil.copytree(tree / graph, graph_dir)
+        write_manifest(graph_dir, manifest(run_id, graph, created, simulated[graph]))
+        for mode_dir in sorted(path for path in graph_dir.iterdir() if path.is_dir()):
+            steps = sorted(path.name for path in mode_dir.iterdir() if path.is_dir())
+            write_status(mode_dir, ModeStatus("ok", None, created, created, 60, steps))
+    return root / run_id
+
+
+def table(report: Path, name: str) -> list[dict]:
+    return json.loads((report.parent / TABLES_DIR / f"{name}.json").read_text())["rows"]
+
+
+def export_of(root: Path, row: dict) -> exports.ProfileExport:
+    return exports.parse_profile_export(root / row["source"])
+
+
+@pytest.fixture(scope="module", params=VERSIONS)
+def one_run(request, trees, tmp_path_factory) -> tuple[Path, Path]:
+    """A single real run (agg simulated, disagg not) and the report built from it (read-only)."""
+    root = tmp_path_factory.mktemp(f"one-run-{request.param}")
+    run = add_run(root / "results", "run-1", trees[request.param], "2026-11-22T10:00:00Z",
+                  {"agg": True, "disagg": False})
+    return run, build_report(run, root / "report")
+
+
+def test_sweep_figures_in_tables_and_markdown_equal_the_export_values(one_run):
+    run, report = one_run
+    markdown = report.read_text()
+    rows = table(report, "concurrency_sweep")
+    with open(report.parent / TABLES_DIR / "concurrency_sweep.csv") as handle:
+        csv_rows = list(csv.DictReader(handle))
+    assert len(rows) == len(csv_rows) == len(list((run / "agg/concurrency_sweep/sweep")
+                                                  .glob("concurrency_*"))) + 2
+    for row, csv_row in zip(rows, csv_rows):
+        export = export_of(run.parent, row)
+        figures = {"ttft_p50_ms": ("time_to_first_token", "p50"),
+                   "ttft_p99_ms": ("time_to_first_token", "p99"),
+                   "itl_p50_ms": ("inter_token_latency", "p50"),
+                   "itl_p99_ms": ("inter_token_latency", "p99"),
+                   "latency_p50_ms": ("request_latency", "p50"),
+                   "latency_p99_ms": ("request_latency", "p99"),
+                   "output_tokens_per_s": ("output_token_throughput", "avg"),
+                   "tokens_per_s_per_user": ("output_token_throughput_per_user", "avg")}
+        for column, (metric, stat) in figures.items():
+            assert row[column] == export.stat(metric, stat), column
+            assert float(csv_row[column]) == export.stat(metric, stat), column
+        assert row["concurrency"] == export.concurrency
+        gpus = read_manifest(run / row["graph"].split()[0]).total_gpus
+        assert row["tokens_per_s_per_gpu"] == export.stat("output_token_throughput", "avg") / gpus
+        assert f"{export.stat('time_to_first_token', 'p50'):,.2f}" in markdown
+
+
+def test_prefix_cache_reduction_is_relative_to_the_zero_hit_run(one_run):
+    run, report = one_run
+    rows = {row["hit_ratio_pct"]: row for row in table(report, "prefix_cache")}
+    assert sorted(rows) == [0, 50, 100]
+    base = export_of(run.parent, rows[0])
+    assert rows[0]["ttft_p50_reduction_pct"] == 0 and rows[0]["throughput_gain_pct"] == 0
+    for hit in (50, 100):
+        export = export_of(run.parent, rows[hit])
+        base_ttft = base.stat("time_to_first_token", "p50")
+        ttft = export.stat("time_to_first_token", "p50")
+        assert rows[hit]["ttft_p50_reduction_pct"] == \
+            pytest.approx((base_ttft - ttft) / base_ttft * 100)
+        assert rows[hit]["output_tokens_per_s"] == export.stat("output_token_throughput", "avg")
+
+
+def test_sequence_distribution_spread_comes_from_the_export(one_run):
+    run, report = one_run
+    rows = table(report, "sequence_distribution")
+    assert [row["distribution"] for row in rows] == ["uniform", "zipf"]
+    for row in rows:
+        export = export_of(run.parent, row)
+        for metric, prefix in (("time_to_first_token", "ttft"),
+                               ("output_token_throughput_per_user", "tps_user")):
+            assert row[f"{prefix}_cv"] == export.stat(metric, "std") / export.stat(metric, "avg")
+            assert row[f"{prefix}_p99_over_p50"] == \
+                export.stat(metric, "p99") / export.stat(metric, "p50")
+
+
+def test_multi_turn_figures_come_from_the_per_request_records(one_run):
+    run, report = one_run
+    [conversations] = table(report, "multi_turn")
+    records = exports.parse_request_records(
+        run.parent / Path(conversations["source"]).parent / exports.REQUEST_RECORDS)
+    turns = table(report, "multi_turn_per_turn")
+    assert [row["turn"] for row in turns] == [1, 2, 3]
+    for row in turns:
+        ttfts = [record.metrics["time_to_first_token"] for record in records
+                 if record.turn_index == row["turn"] - 1]
+        assert row["ttft_avg_ms"] == pytest.approx(statistics.mean(ttfts))
+        assert row["cache_hit_pct"] is None  # the mocker reports no cached tokens: absent, not 0
+    spans = {}
+    for record in records:
+        start, end = spans.get(record.conversation_id, (record.start_ns, record.end_ns))
+        spans[record.conversation_id] = (min(start, record.start_ns), max(end, record.end_ns))
+    assert conversations["conversations"] == len(spans)
+    assert conversations["conversation_time_max_s"] == pytest.approx(
+        max(end - start for start, end in spans.values()) / 1e9)
+    assert conversations["cache_hit_pct"] is None
+    assert f"| {ABSENT} |" in report.read_text()
+
+
+def test_cost_uses_the_dated_price_table_and_the_manifest_nodes(one_run):
+    run, report = one_run
+    rows = table(report, "cost_efficiency")
+    assert {row["graph"] for row in rows} == {"agg (simulated)", "disagg"}
+    for row in rows:
+        nodes = NODES[row["graph"].split()[0]]
+        usd_per_hour = sum(g.count * facts(g.instance_type).on_demand_usd_per_hour for g in nodes)
+        assert row["usd_per_hour"] == pytest.approx(usd_per_hour)
+        assert row["usd_per_million_output_tokens"] == pytest.approx(
+            usd_per_hour / (row["output_tokens_per_s"] * 3600) * 1e6)
+    markdown = report.read_text()
+    assert PRICES_AS_OF in markdown and "illustrative" in markdown
+
+
+def test_simulated_results_are_labelled_everywhere(one_run):
+    _, report = one_run
+    for path in (report.parent / TABLES_DIR).glob("*.json"):
+        for row in json.loads(path.read_text())["rows"]:
+            assert row["simulated"] == row["graph"].startswith("agg")
+            assert row["graph"] in ("agg (simulated)", "disagg")
+    markdown = report.read_text()
+    assert SIMULATED_NOTE in markdown
+    plots = sorted(report.parent.glob("*.png"))
+    assert {path.stem for path in plots} == {"concurrency_sweep", "pareto", "cost_efficiency",
+                                             "prefix_cache", "sequence_distribution",
+                                             "multi_turn_per_turn"}
+    for path in plots:
+        assert f"]({path.name})" in markdown
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            assert SIMULATED_NOTE in image.text["Title"]  # every plot here has agg rows
+
+
+def test_pareto_marks_the_levels_no_other_level_of_the_graph_beats(one_run):
+    _, report = one_run
+    rows = table(report, "pareto")
+    assert len(rows) == len(table(report, "concurrency_sweep"))
+    for row in rows:
+        beaten = any(other["graph"] == row["graph"] and other is not row
+                     and other["tokens_per_s_per_user"] >= row["tokens_per_s_per_user"]
+                     and other["tokens_per_s_per_gpu"] >= row["tokens_per_s_per_gpu"]
+                     for other in rows)
+        assert row["pareto_optimal"] == (not beaten)
+
+
+def test_malformed_and_missing_exports_are_named_and_the_rest_still_count(trees, tmp_path):
+    run = add_run(tmp_path, "run-1", trees["0.13.0"], "2026-11-22T10:00:00Z",
+                  {"agg": True, "disagg": True})
+    truncated = run / "agg/concurrency_sweep/sweep/concurrency_2" / exports.PROFILE_EXPORT
+    truncated.write_text(truncated.read_text()[:500])
+    no_ttft = run / "agg/prefix_cache/hit50" / exports.PROFILE_EXPORT
+    body = json.loads(no_ttft.read_text())
+    del body["time_to_first_token"]
+    no_ttft.write_text(json.dumps(body))
+    missing = run / "disagg/concurrency_sweep/c1" / exports.PROFILE_EXPORT
+    missing.unlink()
+
+    report = build_report(run, tmp_path / "report")
+    problems = report.read_text().split("## Problems")[1].split("\n## ")[0]
+    truncated_entry = "`agg/concurrency_sweep/sweep/concurrency_2/profile_export_aiperf.json`: " \
+                      "not valid JSON"
+    assert truncated_entry in problems and "taken from the sweep aggregate" in problems
+    assert "`agg/prefix_cache/hit50/profile_export_aiperf.json`: missing metric " \
+           "time_to_first_token; skipped" in problems
+    assert "`disagg/concurrency_sweep/c1/profile_export_aiperf.json`: missing; skipped" in problems
+
+    sweep = {(row["graph"], row["concurrency"]): row for row in table(report, "concurrency_sweep")}
+    assert sorted(sweep) == [("agg (simulated)", 1), ("agg (simulated)", 2),
+                             ("agg (simulated)", 4), ("disagg (simulated)", 2)]
+    stand_in = sweep[("agg (simulated)", 2)]
+    assert stand_in["source"].endswith(exports.SWEEP_AGGREGATE)
+    [level] = [level for level in exports.parse_sweep_aggregate(tmp_path / stand_in["source"])
+               if level.concurrency == 2]
+    assert stand_in["ttft_p50_ms"] == level.stat("time_to_first_token", "p50")
+    assert [row["hit_ratio_pct"] for row in table(report, "prefix_cache")] == [0, 100]
+
+
+def test_a_root_of_several_runs_uses_the_newest_run_of_each_graph(trees, tmp_path):
+    add_run(tmp_path, "run-old", trees["0.9.0"], "2026-11-20T08:00:00Z",
+            {"agg": False, "disagg": False})
+    add_run(tmp_path, "run-new", trees["0.13.0"], "2026-11-21T08:00:00Z",
+            {"agg": False, "disagg": False}, graphs=("agg",))
+    report = build_report(tmp_path, tmp_path / "report")
+    runs = {row["graph"]: row["run_id"] for row in table(report, "concurrency_sweep")}
+    assert runs == {"agg": "run-new", "disagg": "run-old"}
+    sources = report.read_text().split("## Sources")[1].split("\n## ")[0]
+    assert "| agg | run-new |" in sources and "| disagg | run-old |" in sources
+    assert "0.13.0" in sources and "0.9.0" in sources  # the AIPerf that wrote each run's exports
+    assert SIMULATED_NOTE not in report.read_text()
+
+
+def test_a_graph_without_manifest_is_named_and_left_out(trees, tmp_path):
+    run = add_run(tmp_path, "run-1", trees["0.9.0"], "2026-11-22T10:00:00Z",
+                  {"agg": False, "disagg": False})
+    (run / "disagg/manifest.json").unlink()
+    report = build_report(run, tmp_path / "report")
+    assert {row["graph"] for row in table(report, "concurrency_sweep")} == {"agg"}
+    assert "`disagg/manifest.json`: missing; this graph's results are skipped" in report.read_text()
+
+
+def test_a_price_table_gap_leaves_that_graphs_cost_absent(trees, tmp_path):
+    run = add_run(tmp_path, "run-1", trees["0.9.0"], "2026-11-22T10:00:00Z",
+                  {"agg": False, "disagg": False})
+    write_manifest(run / "disagg", manifest("run-1", "disagg", "2026-11-22T10:00:00Z", False,
+                                            nodes=[NodeGroup("decode", "x9.mystery", 1, 4)]))
+    report = build_report(run, tmp_path / "report")
+    assert {row["graph"] for row in table(report, "cost_efficiency")} == {"agg"}
+    assert "no facts for instance type 'x9.mystery'" in report.read_text()
+
+
+def test_a_failed_mode_is_reported_with_its_error(trees, tmp_path):
+    run = add_run(tmp_path, "run-1", trees["0.9.0"], "2026-11-22T10:00:00Z",
+                  {"agg": False, "disagg": False})
+    shutil.rmtree(run / "disagg/concurrency_sweep/c2")
+    write_status(run / "disagg/concurrency_sweep",
+                 ModeStatus("failed", "c2: frontend returned 503", "t0", "t1", 60, ["c1", "c2"]))
+    report = build_report(run, tmp_path / "report")
+    [status] = [row for row in table(report, "mode_status") if row["graph"] == "disagg"]
+    assert (status["status"], status["error"]) == ("failed", "c2: frontend returned 503")
+    markdown = report.read_text()
+    assert "`disagg/concurrency_sweep/c2`: step directory missing" in markdown
+    assert [row["concurrency"] for row in table(report, "concurrency_sweep")
+            if row["graph"] == "disagg"] == [1]
+
+
+def test_manifest_round_trip_keeps_the_keys_cloud_jobs_add(tmp_path):
+    written = manifest("run-1", "disagg", "2026-11-22T10:00:00Z", False,
+                       extra={"config_hash": "abc123", "placement": {"prefill": "us-east-1a"}})
+    write_manifest(tmp_path, written)
+    assert read_manifest(tmp_path) == written
+    assert written.total_gpus == 16
+
+
+def test_manifest_errors_name_the_file_and_key(tmp_path):
+    write_manifest(tmp_path, manifest("run-1", "agg", "2026-11-22T10:00:00Z", False))
+    body = json.loads((tmp_path / "manifest.json").read_text())
+    body["nodes"][0]["role"] = "gpu"
+    (tmp_path / "manifest.json").write_text(json.dumps(body))
+    with pytest.raises(ManifestError, match=r"key 'nodes\[0\].role' must be one of") as err:
+        read_manifest(tmp_path)
+    assert err.value.path == tmp_path / "manifest.json"
+
+
+def test_cli_builds_the_report_and_rejects_a_missing_directory(trees, tmp_path, capsys):
+    run = add_run(tmp_path, "run-1", trees["0.9.0"], "2026-11-22T10:00:00Z",
+                  {"agg": False, "disagg": False})
+    assert lab_main(["report", str(run)]) == 0
+    assert (run / "report" / REPORT_FILE).is_file()
+    assert lab_main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,460 @@
+"""The workloads layer under mocks: model store, serving graph, benchmarks and results export.
+
+What each creates, with which inputs (images, TP, replicas, node selectors, tolerations, EFA,
+env, volumes, timeouts, waitFor), the order graph, the AIPerf command lines the cluster Jobs
+will run, and that no secret is ever plain."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from bench_jobs import aiperf_argv, modes, seq_dist
+from components import benchmarks, serving_graph
+from components.base import HF_TOKEN_KEY, HF_TOKEN_SECRET
+from components.cluster import ROLE_LABEL
+from lab import offline
+
+JOB = "kubernetes:batch/v1:Job"
+PVC = "kubernetes:core/v1:PersistentVolumeClaim"
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+DGD = f"kubernetes:{serving_graph.API_VERSION}:{serving_graph.KIND}"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+NODE_GROUP = "eks:index:ManagedNodeGroup"
+HF_TOKEN = "hf_TESTTOKEN_0123456789abcdef"
+GRAFANA_PASSWORD = "grafana-TEST-password-42"
+SECRETS = {"hfToken": HF_TOKEN, "grafanaAdminPassword": GRAFANA_PASSWORD}
+MODE_ORDER = [name.replace("_", "-") for name in modes.MODE_NAMES]
+
+
+@pytest.fixture(scope="module")
+def lab_runs():
+    """One mocked run per serving mode (plus variants), shared by the tests of this module."""
+    dev = offline.stack_config(str(Path(__file__).resolve().parent.parent / "Pulumi.dev.yaml"))
+    cache: dict[str, offline.Recording] = {}
+
+    def get(mode: str, overrides: dict | None = None, secrets: dict | None = SECRETS) -> offline.Recording:
+        key = json.dumps([mode, overrides, secrets], sort_keys=True)
+        if key not in cache:
+            config = {**dev, **(overrides or {})}
+            config["serving"] = {**dev["serving"], **config.get("serving", {}), "mode": mode}
+            cache[key] = offline.run_lab(config, secrets)
+        return cache[key]
+    return get
+
+
+def named(recording: offline.Recording, type_: str, suffix: str) -> offline.Resource:
+    found = [r for r in recording.of_type(type_) if r.name.endswith(suffix)]
+    assert len(found) == 1, f"{type_} *{suffix}: {[r.name for r in recording.of_type(type_)]}"
+    return found[0]
+
+
+def bench_jobs(recording) -> list[offline.Resource]:
+    return [named(recording, JOB, f"-bench-{mode}") for mode in MODE_ORDER]
+
+
+def gpu_groups(recording) -> dict[str, offline.Resource]:
+    return {role: named(recording, NODE_GROUP, f"-{role}") for role in ("prefill", "decode")}
+
+
+def graph(recording) -> dict:
+    (dgd,) = recording.of_type(DGD)
+    return dgd.plain_inputs()
+
+
+def container(job: offline.Resource) -> dict:
+    (only,) = job.plain_inputs()["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def env_of(container_or_service: dict, key: str = "env") -> dict:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container_or_service.get(key, [])}
+
+
+# --- order -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["agg", "disagg"])
+def test_download_does_not_wait_for_gpu_nodes_but_for_what_it_needs(lab_runs, mode):
+    rec = lab_runs(mode)
+    download = named(rec, JOB, "-models-download")
+    for group in gpu_groups(rec).values():
+        assert not rec.waits_for(download, group)
+    for release in rec.of_type(RELEASE):  # GPU Operator, Dynamo platform, monitoring: not needed
+        assert not rec.waits_for(download, release), release.name
+    assert rec.waits_for(download, named(rec, PVC, "-models-model-store"))
+    assert rec.waits_for(download, named(rec, "kubernetes:core/v1:Secret", "-hf-token"))
+    assert rec.waits_for(download, named(rec, "kubernetes:storage.k8s.io/v1:StorageClass", "-efs"))
+
+
+@pytest.mark.parametrize("mode, used", [("agg", {"prefill"}), ("disagg", {"prefill", "decode"})])
+def test_graph_waits_for_download_platform_gpu_operator_and_its_gpu_nodes(lab_runs, mode, used):
+    rec = lab_runs(mode)
+    (dgd,) = rec.of_type(DGD)
+    assert rec.waits_for(dgd, named(rec, JOB, "-models-download"))
+    releases = {r.name: r for r in rec.of_type(RELEASE)}
+    platform = [r for name, r in releases.items() if "dynamo-platform" in name]
+    operator = [r for name, r in releases.items() if "gpu-operator" in name]
+    assert platform and operator
+    assert all(rec.waits_for(dgd, r) for r in platform + operator)
+    for role, group in gpu_groups(rec).items():
+        assert rec.waits_for(dgd, group) == (role in used), role
+    efa = [r for name, r in releases.items() if "efa" in name]
+    assert efa and all(rec.waits_for(dgd, r) == (mode == "disagg") for r in efa)
+
+
+@pytest.mark.parametrize("mode", ["agg", "disagg"])
+def test_benchmarks_run_one_after_another_then_the_export(lab_runs, mode):
+    rec = lab_runs(mode)
+    jobs = bench_jobs(rec)
+    (dgd,) = rec.of_type(DGD)
+    assert rec.waits_for(jobs[0], dgd)
+    for earlier, later in zip(jobs, jobs[1:]):
+        assert rec.waits_for(later, earlier)
+        assert not rec.waits_for(earlier, later)  # the order assertion can fail: direction matters
+    export = named(rec, JOB, "-export-job")
+    assert rec.waits_for(export, jobs[-1])
+    assert not any(rec.waits_for(job, export) for job in jobs)
+
+
+@pytest.mark.parametrize("mode", ["agg", "disagg"])
+def test_every_object_in_the_lab_namespace_waits_for_it(lab_runs, mode):
+    rec = lab_runs(mode)
+    (namespace,) = [r for r in rec.of_type("kubernetes:core/v1:Namespace")
+                    if r.inputs["metadata"]["name"] == "benchlab"]
+    inside = [r for r in rec.resources.values() if r.type.startswith("kubernetes:")
+              and (r.plain_inputs().get("metadata") or {}).get("namespace") == "benchlab"]
+    assert len(inside) > 15
+    assert [r.name for r in inside if not rec.waits_for(r, namespace)] == []
+
+
+def test_benchmark_jobs_wait_for_their_service_account(lab_runs):
+    rec = lab_runs("agg")
+    account = named(rec, "kubernetes:core/v1:ServiceAccount", "-bench-runner")
+    assert rec.waits_for(bench_jobs(rec)[0], account)
+
+
+# --- model store -------------------------------------------------------------------------------
+def test_volumes_are_rwx_on_efs_with_sizes_from_config(lab_runs):
+    rec = lab_runs("agg", {"model": {"id": "Qwen/Qwen3-30B-A3B-FP8", "storeGib": 321},
+                           "results": {"storageGib": 77}})
+    (efs_class,) = [r for r in rec.of_type("kubernetes:storage.k8s.io/v1:StorageClass")
+                    if r.inputs["provisioner"] == "efs.csi.aws.com"]
+    sizes = {}
+    for claim in rec.of_type(PVC):
+        spec = claim.plain_inputs()["spec"]
+        assert spec["accessModes"] == ["ReadWriteMany"]
+        assert spec["storageClassName"] == efs_class.inputs["metadata"]["name"]
+        sizes[claim.inputs["metadata"]["name"]] = spec["resources"]["requests"]["storage"]
+    assert sizes == {"model-store": "321Gi", "bench-results": "77Gi"}
+
+
+def test_download_job_runs_on_cpu_nodes_with_the_token_from_the_secret(lab_runs):
+    rec = lab_runs("agg", {"model": {"id": "Qwen/Qwen3-30B-A3B-FP8", "revision": "abc123",
+                                     "downloadTimeoutMinutes": 75}})
+    job = named(rec, JOB, "-models-download")
+    spec = job.plain_inputs()["spec"]
+    pod = spec["template"]["spec"]
+    assert pod["nodeSelector"] == {ROLE_LABEL: "system"}
+    assert "tolerations" not in pod  # never on a (tainted) GPU node
+    env = env_of(container(job))
+    assert env["MODEL_ID"] == "Qwen/Qwen3-30B-A3B-FP8" and env["MODEL_REVISION"] == "abc123"
+    assert env["HF_TOKEN"] == {"secretKeyRef": {"name": HF_TOKEN_SECRET, "key": HF_TOKEN_KEY}}
+    assert spec["activeDeadlineSeconds"] == 75 * 60
+    # Pulumi waits a minute past the Job's own deadline, so Kubernetes' verdict is the one seen
+    assert job.custom_timeouts == {"create": "76m", "update": "76m"}
+    assert spec["backoffLimit"] >= 1 and "ttlSecondsAfterFinished" not in spec
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"model-store"}
+
+
+def test_public_model_without_token_gets_no_token_env(lab_runs):
+    rec = lab_runs("agg", secrets={"grafanaAdminPassword": GRAFANA_PASSWORD})
+    assert "HF_TOKEN" not in env_of(container(named(rec, JOB, "-models-download")))
+
+
+# --- serving graph -----------------------------------------------------------------------------
+def test_agg_graph(lab_runs):
+    rec = lab_runs("agg", {"serving": {"agg": {"tp": 4, "replicas": 3}, "readyTimeoutMinutes": 45}})
+    (dgd,) = rec.of_type(DGD)
+    manifest = graph(rec)
+    assert manifest["metadata"]["annotations"]["pulumi.com/waitFor"] == "condition=Ready"
+    assert dgd.custom_timeouts == {"create": "45m", "update": "45m"}
+    assert dgd.options["delete_before_replace"] is True
+    services = manifest["spec"]["services"]
+    assert set(services) == {"Frontend", "VllmWorker"}
+    worker = services["VllmWorker"]
+    assert worker["replicas"] == 3
+    assert worker["resources"]["limits"] == {"gpu": "4"}
+    main = worker["extraPodSpec"]["mainContainer"]
+    assert main["image"] == "nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.9.1"
+    assert _arg(main["args"], "--tensor-parallel-size") == "4"
+    assert _arg(main["args"], "--model") == "/models/Qwen/Qwen3-30B-A3B-FP8/main"
+    assert worker["extraPodSpec"]["nodeSelector"] == {ROLE_LABEL: "prefill"}
+    assert worker["extraPodSpec"]["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "securityContext" not in main and "UCX_TLS" not in env_of(worker, "envs")
+    frontend = services["Frontend"]
+    assert frontend["extraPodSpec"]["nodeSelector"] == {ROLE_LABEL: "system"}
+    assert "DYN_ROUTER_MODE" not in env_of(frontend, "envs")
+
+
+def test_agg_default_fills_the_prefill_group(lab_runs):
+    worker = graph(lab_runs("agg"))["spec"]["services"]["VllmWorker"]
+    assert worker["replicas"] * int(worker["resources"]["limits"]["gpu"]) == 2 * 8  # 2 x p4d
+
+
+def test_disagg_graph(lab_runs):
+    rec = lab_runs("disagg", {"serving": {"kvOffload": {"cpuCacheGib": 48, "diskCacheGib": 150}}})
+    services = graph(rec)["spec"]["services"]
+    assert set(services) == {"Frontend", "VllmPrefillWorker", "VllmDecodeWorker"}
+    assert env_of(services["Frontend"], "envs")["DYN_ROUTER_MODE"] == "kv"
+    prefill, decode = services["VllmPrefillWorker"], services["VllmDecodeWorker"]
+    # default: fill both node groups (2 x p4d = 16 GPUs, 4 x g6e.12xlarge = 16 GPUs)
+    assert (prefill["replicas"], prefill["resources"]["limits"]["gpu"]) == (4, "4")
+    assert (decode["replicas"], decode["resources"]["limits"]["gpu"]) == (8, "2")
+    assert prefill["extraPodSpec"]["nodeSelector"] == {ROLE_LABEL: "prefill"}
+    assert decode["extraPodSpec"]["nodeSelector"] == {ROLE_LABEL: "decode"}
+    assert _arg(prefill["extraPodSpec"]["mainContainer"]["args"], "--tensor-parallel-size") == "4"
+    assert _arg(decode["extraPodSpec"]["mainContainer"]["args"], "--tensor-parallel-size") == "2"
+    assert "--is-prefill-worker" in prefill["extraPodSpec"]["mainContainer"]["args"]
+    assert "--is-decode-worker" in decode["extraPodSpec"]["mainContainer"]["args"]
+    # EFA: a p4d's 4 interfaces split between its 2 TP4 prefill workers
+    assert prefill["resources"]["requests"]["custom"] == {"vpc.amazonaws.com/efa": "2"}
+    assert prefill["resources"]["limits"]["custom"] == {"vpc.amazonaws.com/efa": "2"}
+    for worker in (prefill, decode):
+        env = env_of(worker, "envs")
+        assert env["UCX_TLS"] == "srd,cuda_copy,tcp" and env["UCX_RNDV_SCHEME"] == "auto"
+        assert worker["extraPodSpec"]["mainContainer"]["securityContext"] == {
+            "capabilities": {"add": ["IPC_LOCK"]}}
+        assert worker["sharedMemory"] == {"size": "16Gi"}
+    # KV offload GPU -> CPU -> disk through KVBM, sizes from config
+    env = env_of(prefill, "envs")
+    assert (env["DYN_KVBM_CPU_CACHE_GB"], env["DYN_KVBM_DISK_CACHE_GB"]) == ("48", "150")
+    assert prefill["extraPodSpec"]["volumes"] == [
+        {"name": "kvbm-disk", "emptyDir": {"sizeLimit": "150Gi"}}]
+    assert prefill["extraPodSpec"]["mainContainer"]["volumeMounts"] == [
+        {"name": "kvbm-disk", "mountPath": env["DYN_KVBM_DISK_CACHE_DIR"]}]
+    assert prefill["extraPodSpec"]["mainContainer"]["args"][-3:] == ["--connector", "kvbm", "nixl"]
+
+
+def test_disagg_decode_on_a_node_with_an_efa_per_worker_requests_it():
+    from stacks import config
+    cfg = config.parse({"serving": {"mode": "disagg"},
+                        "nodeGroups": {"decode": {"instanceType": "g6e.24xlarge", "count": 4, "diskGib": 500}}})
+    decode = serving_graph.graph_manifest(cfg)["spec"]["services"]["VllmDecodeWorker"]
+    assert decode["resources"]["requests"]["custom"] == {"vpc.amazonaws.com/efa": "1"}
+    assert serving_graph.graph_warnings(cfg) == []
+    default = config.parse({"serving": {"mode": "disagg"}})
+    (warning,) = serving_graph.graph_warnings(default)
+    assert "decode workers get no EFA interface" in warning
+
+
+def test_every_pod_of_the_graph_mounts_the_model_store(lab_runs):
+    spec = graph(lab_runs("disagg"))["spec"]
+    assert spec["pvcs"] == [{"name": "model-store", "create": False}]
+    for name, service in spec["services"].items():
+        assert service["volumeMounts"] == [{"name": "model-store", "mountPoint": "/models"}], name
+        assert env_of(service, "envs")["HF_HUB_OFFLINE"] == "1", name
+
+
+def _arg(args: list[str], flag: str) -> str:
+    return args[args.index(flag) + 1]
+
+
+# --- benchmarks --------------------------------------------------------------------------------
+def recorded_plan(rec) -> dict:
+    plan_map = named(rec, CONFIG_MAP, "-bench-plan")
+    return json.loads(plan_map.plain_inputs()["data"][benchmarks.PLAN_FILE])
+
+
+def test_benchmark_jobs_timeouts_follow_their_planned_durations(lab_runs):
+    short = {"concurrencySweep": {"concurrency": [1, 2], "stepSeconds": 60}}
+    for overrides in (None, {"bench": short}):
+        rec = lab_runs("agg", overrides)
+        plan = modes.plan_from_mapping(recorded_plan(rec)["bench"])
+        for job, mode in zip(bench_jobs(rec), plan.modes()):
+            deadline = int(job.plain_inputs()["spec"]["activeDeadlineSeconds"])
+            assert deadline == benchmarks.job_timeout_seconds(mode) > mode.planned_seconds
+            assert job.custom_timeouts["create"] == f"{-(-deadline // 60) + 1}m"
+    sweep = bench_jobs(lab_runs("agg", {"bench": short}))[0]
+    assert sweep.plain_inputs()["spec"]["activeDeadlineSeconds"] == benchmarks.job_timeout_seconds(
+        modes.plan_from_mapping(short).concurrency_sweep)
+
+
+def test_benchmark_jobs_run_the_entrypoint_on_cpu_nodes(lab_runs):
+    rec = lab_runs("agg")
+    for index, (job, mode) in enumerate(zip(bench_jobs(rec), modes.MODE_NAMES)):
+        pod = job.plain_inputs()["spec"]["template"]["spec"]
+        main = container(job)
+        env = env_of(main)
+        assert env["BENCH_MODE"] == mode
+        assert env["ALLOCATE_RUN"] == ("1" if index == 0 else "0")  # only the first makes a run id
+        assert main["image"] == "nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.9.1"
+        assert main["command"] == ["python3", "-m", "bench_jobs.entrypoint"]
+        assert pod["serviceAccountName"] == benchmarks.SERVICE_ACCOUNT
+        assert pod["nodeSelector"] == {ROLE_LABEL: "system"} and "tolerations" not in pod
+        mounts = {m["mountPath"]: m.get("readOnly", False) for m in main["volumeMounts"]}
+        assert mounts["/results"] is False and mounts["/models"] is True
+
+
+def test_every_job_runs_restricted_and_only_the_benchmarks_hold_an_api_token(lab_runs):
+    rec = lab_runs("agg")
+    benchmark_names = {job.name for job in bench_jobs(rec)}
+    for job in rec.of_type(JOB):
+        pod = job.plain_inputs()["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
+        assert container(job)["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container(job)["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert pod["automountServiceAccountToken"] is False
+        tokens = [v for v in pod["volumes"] if "projected" in v]
+        assert bool(tokens) == (job.name in benchmark_names), job.name
+
+
+def test_manifest_reader_rbac_is_read_only(lab_runs):
+    rec = lab_runs("agg")
+    (role,) = [r for r in rec.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role")
+               if r.name.endswith("-bench-read-pods")]
+    (cluster_role,) = [r for r in rec.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
+                       if r.name.endswith("-bench-read-nodes")]
+    assert role.inputs["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
+    assert cluster_role.inputs["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}]
+
+
+def test_run_plan_records_the_graph_and_hashes_what_makes_a_run(lab_runs):
+    agg, disagg = recorded_plan(lab_runs("agg")), recorded_plan(lab_runs("disagg"))
+    assert agg["manifest"]["dgd_spec"] == graph(lab_runs("agg"))["spec"]
+    assert agg["manifest"]["workers"] == {"agg": {"replicas": 4, "tp": 4}}
+    assert [n["role"] for n in disagg["manifest"]["nodes"]] == ["decode", "prefill"]
+    assert agg["config_hash"] != disagg["config_hash"]
+    unrelated = recorded_plan(lab_runs("agg", {"monitoring": {"retention": "3d"}}))
+    assert unrelated["config_hash"] == agg["config_hash"]  # nothing re-runs
+    changed = recorded_plan(lab_runs("agg", {"bench": {"multiTurn": {"turns": 3}}}))
+    assert changed["config_hash"] != agg["config_hash"]
+    hashes = {job.plain_inputs()["spec"]["template"]["metadata"]["annotations"]["benchlab.io/config-hash"]
+              for job in bench_jobs(lab_runs("agg"))}
+    assert hashes == {agg["config_hash"]}  # a new hash is a new pod template: new Jobs, a new run
+
+
+# --- the AIPerf command lines the cluster runs --------------------------------------------------
+def help_flags(text: str) -> set[str]:
+    """Every option (with aliases) `aiperf profile --help` lists."""
+    flags = set()
+    for line in text.splitlines():
+        match = re.match(r"^│ ((?:--?[\w-]+ ?)+)", line)
+        if match:
+            flags.update(match.group(1).split())
+    return flags
+
+
+def cluster_calls(rec) -> dict[str, list[aiperf_argv.AiperfCall]]:
+    """What each Job's entrypoint will run: the plan it is given, through the shared builder."""
+    plan = recorded_plan(rec)
+    bench = modes.plan_from_mapping(plan["bench"])
+    target = aiperf_argv.Target(**plan["target"])
+    return {mode.name: aiperf_argv.build_calls(mode, target, f"/results/run/{plan['graph']}/{mode.name}",
+                                               sweep_style="per_level")
+            for mode in bench.modes()}
+
+
+def flag_values(argv, flag) -> list[str]:
+    return [argv[i + 1] for i, arg in enumerate(argv) if arg == flag]
+
+
+def test_every_emitted_flag_exists_in_the_pinned_aiperf(lab_runs, shared):
+    known = help_flags(shared("aiperf/aiperf-0.9.0-profile-help.txt").read_text())
+    assert {"--concurrency", "--seq-dist", "--streaming"} <= known
+    for mode, calls in cluster_calls(lab_runs("disagg")).items():
+        for call in calls:
+            used = {arg for arg in call.argv if arg.startswith("--")}
+            assert used <= known, f"{mode}/{call.step}: {sorted(used - known)}"
+
+
+def test_the_help_parser_sees_an_unknown_flag(shared):
+    known = help_flags(shared("aiperf/aiperf-0.9.0-profile-help.txt").read_text())
+    assert "--concurency" not in known and "--isl" in known
+
+
+def test_argv_values_are_report_5_parameters(lab_runs):
+    rec = lab_runs("agg")
+    plan = recorded_plan(rec)
+    calls = cluster_calls(rec)
+    for mode_calls in calls.values():
+        for call in mode_calls:
+            argv = call.argv
+            assert argv[0] == "profile" and "--streaming" in argv
+            assert flag_values(argv, "--url") == ["http://benchlab-agg-frontend:8000"]
+            assert flag_values(argv, "--model") == ["Qwen/Qwen3-30B-A3B-FP8"]
+            assert flag_values(argv, "--tokenizer") == [plan["model_dir"]]
+            assert "ignore_eos:true" in flag_values(argv, "--extra-inputs")
+            assert len(flag_values(argv, "--concurrency")) == 1  # the cluster's aiperf: one value
+    sweep = calls["concurrency_sweep"]
+    assert [flag_values(c.argv, "--concurrency")[0] for c in sweep] == ["1", "2", "4", "8", "16", "32", "64"]
+    for call in sweep:
+        assert (flag_values(call.argv, "--isl"), flag_values(call.argv, "--osl")) == (["1024"], ["512"])
+        assert flag_values(call.argv, "--benchmark-duration") == ["120"]
+        assert "min_tokens:512" in flag_values(call.argv, "--extra-inputs")
+    (turns,) = calls["multi_turn"]
+    assert flag_values(turns.argv, "--conversation-turn-mean") == ["5"]
+    assert flag_values(turns.argv, "--concurrency") == ["8"]
+    assert (flag_values(turns.argv, "--isl"), flag_values(turns.argv, "--osl")) == (["512"], ["256"])
+    assert flag_values(turns.argv, "--benchmark-duration") == ["300"]
+    dist = calls["sequence_distribution"]
+    assert [c.step for c in dist] == ["uniform", "zipf", "lognormal"]
+    for call in dist:
+        assert flag_values(call.argv, "--concurrency") == ["16"]
+        (buckets,) = flag_values(call.argv, "--seq-dist")
+        pairs = [tuple(map(int, b.split(":")[0].split(","))) for b in buckets.split(";")]
+        assert all(128 <= isl <= 4096 and 64 <= osl <= 2048 for isl, osl in pairs)
+        assert buckets == seq_dist.seq_dist_arg(call.step, (128, 4096), (64, 2048))
+    prefix = calls["prefix_cache"]
+    assert [c.step for c in prefix] == ["hit0", "hit25", "hit50", "hit75", "hit100"]
+    for call, ratio in zip(prefix, (0, 25, 50, 75, 100)):
+        unique = int(flag_values(call.argv, "--isl")[0])
+        shared_len = int((flag_values(call.argv, "--prompt-prefix-length") or ["0"])[0])
+        assert unique + shared_len == 2048
+        assert abs(shared_len - 2048 * ratio / 100) <= 1
+        assert flag_values(call.argv, "--osl") == ["512"] and flag_values(call.argv, "--concurrency") == ["16"]
+
+
+# --- results export ----------------------------------------------------------------------------
+def test_export_role_is_limited_to_the_bucket_and_its_service_account(lab_runs):
+    rec = lab_runs("agg")
+    role = named(rec, "aws:iam/role:Role", "-export-role")
+    trust = json.loads(role.plain_inputs()["assumeRolePolicy"])
+    (statement,) = trust["Statement"]
+    conditions = statement["Condition"]["StringEquals"]
+    assert "system:serviceaccount:benchlab:results-export" in conditions.values()
+    policy = json.loads(named(rec, "aws:iam/rolePolicy:RolePolicy", "-export-bucket").plain_inputs()["policy"])
+    bucket = rec.stack_outputs["resultsBucket"]
+    actions = {a: s["Resource"] for s in policy["Statement"] for a in s["Action"]}
+    assert actions == {"s3:ListBucket": f"arn:aws:s3:::{bucket}",
+                       "s3:PutObject": f"arn:aws:s3:::{bucket}/*",
+                       "s3:AbortMultipartUpload": f"arn:aws:s3:::{bucket}/*"}
+    account = named(rec, "kubernetes:core/v1:ServiceAccount", "-export-account").plain_inputs()
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(role.name)
+
+
+def test_export_job_reads_the_run_plan_and_pushes_to_the_pushgateway(lab_runs):
+    rec = lab_runs("agg")
+    job = named(rec, JOB, "-export-job")
+    env = env_of(container(job))
+    assert env["RESULTS_BUCKET"] == rec.stack_outputs["resultsBucket"]
+    assert env["PUSHGATEWAY_URL"].startswith("http://") and ":9091" in env["PUSHGATEWAY_URL"]
+    pod = job.plain_inputs()["spec"]["template"]["spec"]
+    plan_volume = next(v for v in pod["volumes"] if v["name"] == "plan")
+    plan_map = named(rec, CONFIG_MAP, "-bench-plan")
+    assert rec.waits_for(job, plan_map) and plan_volume["configMap"]["name"] is not None
+
+
+# --- secrets -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["agg", "disagg"])
+def test_no_secret_is_plain_in_any_rendered_object_or_output(lab_runs, mode):
+    rec = lab_runs(mode)
+    rendered = json.dumps([r.plain_inputs() for r in rec.resources.values()])
+    outputs = json.dumps(offline.plain(rec.stack_outputs))
+    for secret in SECRETS.values():
+        assert secret not in rendered and secret not in outputs
+    # and the token is there, as a secret, exactly where it belongs
+    revealed = [r for r in rec.resources.values() if HF_TOKEN in json.dumps(r.plain_inputs(reveal=True))]
+    assert [r.type for r in revealed] == ["kubernetes:core/v1:Secret"]
