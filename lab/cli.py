@@ -17,6 +17,7 @@ COMMANDS = {
     "preflight": "lab.preflight",
     "cost": "lab.cost",
     "results": "lab.results",
+    "tools": "lab.tools_command",
 }
 
 

