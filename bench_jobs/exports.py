@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+TPS_PER_USER = "output_token_throughput_per_user"  # AIPerf: mean over requests of 1 / ITL
 PROFILE_EXPORT = "profile_export_aiperf.json"
 REQUEST_RECORDS = "profile_export.jsonl"
 SWEEP_AGGREGATE = "profile_export_aiperf_sweep.json"

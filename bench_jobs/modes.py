@@ -138,6 +138,15 @@ def plan_from_mapping(mapping: dict | None) -> BenchPlan:
     return BenchPlan(**fields)
 
 
+def plan_to_mapping(plan: BenchPlan) -> dict:
+    """The plan as `benchlab:bench` spells it (camelCase): the cloud Jobs rebuild it with
+    plan_from_mapping, so config and Jobs share one parser."""
+    return {_camel(mode.name): {_camel(f.name): list(value) if isinstance(value, tuple) else value
+                                for f in dataclasses.fields(mode)
+                                for value in [getattr(mode, f.name)]}
+            for mode in plan.modes()}
+
+
 def _mode_from_mapping(path: str, cls: type, mapping: Any):
     _require_mapping(path, mapping)
     by_camel = {_camel(f.name): f for f in dataclasses.fields(cls)}

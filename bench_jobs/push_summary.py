@@ -7,8 +7,11 @@ replaces an earlier one's points. Gauges (names below, units in the name):
     benchlab_itl_seconds{stat=...}                          inter-token latency
     benchlab_request_latency_seconds{stat=...}
     benchlab_output_throughput_tokens_per_second            the whole graph
-    benchlab_output_tokens_per_second_per_gpu               over the workers' GPUs
-    benchlab_output_tokens_per_second_per_user              one stream's decode speed
+    benchlab_output_tokens_per_second_per_gpu               over the GPUs of the graph's nodes
+    benchlab_output_tokens_per_second_per_user              AIPerf's per-user throughput
+
+The per-GPU and per-user figures are defined as in the report (bench_jobs/report_tables.py),
+so the dashboard and the report agree.
     benchlab_concurrency                                    requests in flight (configured)
 
 No Pulumi import: runs in the results-export Job.
@@ -38,10 +41,6 @@ class Summary:
     gauges: dict[str, float]  # exposition line (name{labels}) -> value
 
 
-def worker_gpus(manifest: run_manifest.RunManifest) -> int:
-    return sum(spec.replicas * spec.tp for spec in manifest.workers.values())
-
-
 def run_summary(mode: str, step: str, export: exports.ProfileExport, gpus: int) -> Summary:
     gauges: dict[str, float] = {}
     for short, metric in LATENCIES.items():
@@ -53,10 +52,7 @@ def run_summary(mode: str, step: str, export: exports.ProfileExport, gpus: int) 
     if throughput is not None:
         gauges["benchlab_output_throughput_tokens_per_second"] = throughput
         gauges["benchlab_output_tokens_per_second_per_gpu"] = throughput / gpus
-    per_user = export.stat("output_token_throughput_per_user", "avg")
-    itl_ms = export.stat("inter_token_latency", "avg")
-    if per_user is None and itl_ms:  # one stream emits a token every ITL
-        per_user = MS_PER_SECOND / itl_ms
+    per_user = export.stat(exports.TPS_PER_USER, "avg")
     if per_user is not None:
         gauges["benchlab_output_tokens_per_second_per_user"] = per_user
     if export.concurrency is not None:
@@ -67,7 +63,7 @@ def run_summary(mode: str, step: str, export: exports.ProfileExport, gpus: int) 
 def run_summaries(graph_dir: Path) -> tuple[list[Summary], list[str]]:
     """Summaries of every finished step of a graph's run, and what could not be read."""
     manifest = run_manifest.read_manifest(graph_dir)
-    gpus = worker_gpus(manifest)
+    gpus = manifest.total_gpus
     summaries, problems = [], []
     for mode in run_manifest.MODES:
         mode_dir = graph_dir / mode

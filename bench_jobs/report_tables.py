@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from bench_jobs.cost_efficiency import PRICES_DATED, usd_per_hour, usd_per_million_tokens
-from bench_jobs.exports import ProfileExport, RequestRecord
+from bench_jobs.exports import TPS_PER_USER, ProfileExport, RequestRecord
 from bench_jobs.report_inputs import GraphRun, Problem, StepResult
 from bench_jobs.run_manifest import MANIFEST_FILE
 
@@ -22,7 +22,6 @@ TTFT = "time_to_first_token"
 ITL = "inter_token_latency"
 LATENCY = "request_latency"
 OUTPUT_TPS = "output_token_throughput"
-TPS_PER_USER = "output_token_throughput_per_user"  # AIPerf: mean over requests of 1 / ITL
 CACHE_READ_PCT = "overall_usage_prompt_cache_read_pct"
 CACHE_READ_TOKENS = "usage_prompt_cache_read_tokens"
 PROMPT_TOKENS = "usage_prompt_tokens"

@@ -26,7 +26,7 @@ from components.base import PART_OF
 from components.cluster import ROLE_LABEL
 from components.model_store import MODEL_MOUNT, MODEL_PVC, RESULTS_MOUNT, RESULTS_PVC, model_dir
 from components.serving_graph import OFFLINE_ENV, frontend_url, graph_manifest, image
-from stacks.config import LabConfig, camel
+from stacks.config import LabConfig
 from stacks.instance_facts import facts
 
 SERVICE_ACCOUNT = "bench-runner"
@@ -42,18 +42,6 @@ PLANNED_SLACK = 1.25  # load windows are wall-clock; drains and per-call start-u
 BENCH_BACKOFF_LIMIT = 2
 TERMINAL_ENV = {"NO_COLOR": "1", "TERM": "dumb", "TQDM_DISABLE": "1"}  # plain Job logs
 AIPERF_TARGET = f"{job_code.SCRATCH}/aiperf"  # the pinned AIPerf, when the image's differs
-
-
-def bench_mapping(plan: modes.BenchPlan) -> dict:
-    """The plan as `benchlab:bench` spells it (camelCase), so the Job rebuilds it with
-    modes.plan_from_mapping: one parser for config and Jobs."""
-    return {camel(mode.name): {camel(f.name): _plain(getattr(mode, f.name))
-                               for f in dataclasses.fields(mode)}
-            for mode in plan.modes()}
-
-
-def _plain(value):
-    return list(value) if isinstance(value, tuple) else value
 
 
 def run_plan(cfg: LabConfig, code_sha: str) -> dict:
@@ -85,7 +73,7 @@ def run_plan(cfg: LabConfig, code_sha: str) -> dict:
                    "tokenizer": directory},
         "model_dir": directory,
         "model_revision": cfg.model.revision,
-        "bench": bench_mapping(cfg.bench),
+        "bench": modes.plan_to_mapping(cfg.bench),
         "manifest": recorded,
     }
     return {**plan, "config_hash": job_code.digest({"plan": plan, "code": code_sha})}
@@ -119,13 +107,10 @@ class Benchmarks(pulumi.ComponentResource):
         self.plan = run_plan(args.cfg, code_sha)
 
         reader = self._reader_rbac(name, args.namespace, child)
-        code_map = k8s.core.v1.ConfigMap(
-            f"{name}-code", metadata={"namespace": args.namespace, "labels": PART_OF},
-            data=code, immutable=True, opts=child)
-        plan_map = k8s.core.v1.ConfigMap(
-            f"{name}-plan", metadata={"namespace": args.namespace, "labels": PART_OF},
-            data={PLAN_FILE: json.dumps(self.plan, indent=2, sort_keys=True)},
-            immutable=True, opts=child)
+        code_map = job_code.immutable_config_map(f"{name}-code", args.namespace, code, child)
+        plan_map = job_code.immutable_config_map(
+            f"{name}-plan", args.namespace,
+            {PLAN_FILE: json.dumps(self.plan, indent=2, sort_keys=True)}, child)
         self.plan_configmap = plan_map.metadata.name
 
         self.jobs = []

@@ -12,7 +12,7 @@ The pod: restricted. A non-root user with no capabilities and a read-only root f
 what a Job writes goes to its volumes or to an emptyDir scratch directory (HOME, pip --target
 installs, caches). No service account token unless the Job reads the Kubernetes API.
 
-Helpers only (no resources): the components create the ConfigMaps and Jobs with these.
+Helpers for the components that create the lab's ConfigMaps and Jobs.
 """
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ import json
 from pathlib import Path
 
 import pulumi
+import pulumi_kubernetes as k8s
+
+from components.base import PART_OF
 
 PACKAGE = "bench_jobs"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
@@ -73,6 +76,14 @@ def code_files(*entries: str) -> dict[str, str]:
     """ConfigMap data: file name -> source, for the closures of the entry modules."""
     names = sorted({name for entry in entries for name in module_closure(entry)})
     return {name: (PACKAGE_DIR / name).read_text(encoding="utf-8") for name in names}
+
+
+def immutable_config_map(resource_name: str, namespace: pulumi.Input[str], data: dict[str, str],
+                         opts: pulumi.ResourceOptions) -> k8s.core.v1.ConfigMap:
+    """A ConfigMap of code or plan that never changes in place: a change is a new one (and a
+    new Job), so a running Job never sees its inputs change under it."""
+    return k8s.core.v1.ConfigMap(resource_name, metadata={"namespace": namespace, "labels": PART_OF},
+                                 data=data, immutable=True, opts=opts)
 
 
 def digest(data: dict) -> str:

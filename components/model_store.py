@@ -86,10 +86,8 @@ class ModelStore(pulumi.ComponentResource):
         self.results_pvc = self._rwx_claim(name, RESULTS_PVC, args.results_gib, args, after_inputs)
 
         code = job_code.code_files("model_download")
-        code_map = k8s.core.v1.ConfigMap(
-            f"{name}-download-code",
-            metadata={"namespace": args.namespace, "labels": PART_OF},
-            data=code, immutable=True, opts=after_inputs)
+        code_map = job_code.immutable_config_map(f"{name}-download-code", args.namespace, code,
+                                                 after_inputs)
         self.download = k8s.batch.v1.Job(
             f"{name}-download",
             metadata={"namespace": args.namespace,

@@ -16,8 +16,8 @@ import pulumi_kubernetes as k8s
 from components import job_code
 from components.base import PART_OF
 from components.benchmarks import PLAN_FILE, PLAN_MOUNT
+from components.irsa import irsa_trust_policy
 from components.model_store import PYTHON_IMAGE, RESULTS_MOUNT, RESULTS_PVC
-from components.storage import irsa_trust_policy
 
 SERVICE_ACCOUNT = "results-export"
 BOTO3_REQUIREMENT = "boto3==1.44.5"  # as requirements.txt pins it
@@ -108,9 +108,8 @@ class ResultsExport(pulumi.ComponentResource):
             opts=after_benchmarks)
 
         code = job_code.code_files("export_to_s3")
-        code_map = k8s.core.v1.ConfigMap(
-            f"{name}-code", metadata={"namespace": args.namespace, "labels": PART_OF},
-            data=code, immutable=True, opts=after_benchmarks)
+        code_map = job_code.immutable_config_map(f"{name}-code", args.namespace, code,
+                                                 after_benchmarks)
         self.job = k8s.batch.v1.Job(
             f"{name}-job",
             metadata={"namespace": args.namespace,

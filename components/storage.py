@@ -7,12 +7,13 @@ classes wait for their add-on, so no PVC is created before its provisioner exist
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
+
+from components.irsa import irsa_trust_policy
 
 NFS_PORT = 2049
 EFS_STORAGE_CLASS = "efs"
@@ -41,21 +42,6 @@ class StorageArgs:
     system_nodes: pulumi.Resource
     k8s_provider: pulumi.ProviderResource
     volume_tags: dict[str, str]  # the lab's tags, for the EBS volumes the CSI driver creates
-
-
-def irsa_trust_policy(oidc_provider_arn: pulumi.Input[str], oidc_provider_url: pulumi.Input[str],
-                      namespace: str, service_account: str) -> pulumi.Output[str]:
-    """A role trust policy for one Kubernetes service account (IAM Roles for Service Accounts)."""
-    def policy(arn: str, url: str) -> str:
-        return json.dumps({"Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Federated": arn},
-            "Action": "sts:AssumeRoleWithWebIdentity",
-            "Condition": {"StringEquals": {
-                f"{url}:sub": f"system:serviceaccount:{namespace}:{service_account}",
-                f"{url}:aud": "sts.amazonaws.com"}},
-        }]})
-    return pulumi.Output.all(oidc_provider_arn, oidc_provider_url).apply(lambda a: policy(*a))
 
 
 class Storage(pulumi.ComponentResource):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal

@@ -1,6 +1,7 @@
 """Shared fixtures: the reference material beside the repo, and the offline Pulumi run."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,14 @@ from lab import offline
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
+AIPERF_VERSIONS = ("0.9.0", "0.13.0")
+
+
+def unpack_aiperf_exports(version: str, target: Path) -> Path:
+    """Real AIPerf exports of `version` (tests/fixtures/aiperf-<version>/README.txt says how
+    they were made), unpacked into `target`: <graph>/<mode>/<step>/<AIPerf files>."""
+    shutil.unpack_archive(REPO / "tests" / "fixtures" / f"aiperf-{version}" / "exports.tar.gz", target)
+    return target
 
 
 @pytest.fixture

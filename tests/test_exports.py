@@ -17,9 +17,8 @@ import pytest
 
 from bench_jobs import exports
 from bench_jobs.exports import ExportError
+from tests.conftest import AIPERF_VERSIONS as VERSIONS, unpack_aiperf_exports
 
-FIXTURES = Path(__file__).parent / "fixtures"
-VERSIONS = ["0.9.0", "0.13.0"]
 # Run-summary metric -> its row header in AIPerf's own profile_export_aiperf.csv
 CSV_ROWS = {
     "time_to_first_token": "Time to First Token (ms)",
@@ -37,8 +36,7 @@ def version(request) -> str:
 def tree(version, tmp_path_factory) -> Path:
     """The version's real exports, unpacked: <graph>/<mode>/<step>/<AIPerf files>."""
     target = tmp_path_factory.mktemp(f"aiperf-{version}")
-    shutil.unpack_archive(FIXTURES / f"aiperf-{version}" / "exports.tar.gz", target)
-    return target
+    return unpack_aiperf_exports(version, target)
 
 
 def summaries(tree: Path) -> list[Path]:

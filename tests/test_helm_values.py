@@ -3,12 +3,12 @@ under ../shared/reference): a misspelled key is silently ignored by Helm, so it 
 here. Generic: every Helm release and chart the program registers, agg and disagg."""
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable, Iterator
 
 import pytest
 import yaml
 
+from components.helm import deep_merge
 from lab import offline
 
 HELM_TYPES = ("kubernetes:helm.sh/v3:Release", "kubernetes:helm.sh/v4:Chart")
@@ -43,16 +43,6 @@ OUTSIDE_REFERENCE = {
         "grafana.dashboardProviders.*", "grafana.dashboards.*",
     },
 }
-
-
-def deep_merge(base: dict, overlay: dict) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def reference_values(chart: str, version: str, shared) -> dict:

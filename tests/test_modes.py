@@ -99,3 +99,11 @@ def test_quick_keeps_short_sweeps_whole():
 def test_unknown_profile_is_named():
     with pytest.raises(ValueError, match="'fast'.*allowed: full, quick"):
         scaled(BenchPlan(), "fast")
+
+
+def test_plan_round_trips_through_its_config_mapping():
+    plan = modes.plan_from_mapping({"prefixCache": {"hitRatios": [0, 50]},
+                                    "concurrencySweep": {"concurrency": [2, 32], "stepSeconds": 60}})
+    mapping = modes.plan_to_mapping(plan)
+    assert mapping["prefixCache"]["hitRatios"] == [0, 50]
+    assert modes.plan_from_mapping(mapping) == plan

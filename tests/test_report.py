@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from tests.conftest import AIPERF_VERSIONS as VERSIONS, unpack_aiperf_exports
 
 from bench_jobs import exports
 from bench_jobs.report import ABSENT, REPORT_FILE, TABLES_DIR, build_report
@@ -19,8 +20,6 @@ from bench_jobs.run_manifest import (ManifestError, ModeStatus, NodeGroup, RunMa
 from lab.cli import main as lab_main
 from stacks.instance_facts import PRICES_AS_OF, facts
 
-FIXTURES = Path(__file__).parent / "fixtures"
-VERSIONS = ["0.9.0", "0.13.0"]
 NODES = {
     "agg": [NodeGroup("prefill", "p4d.24xlarge", 1, 8)],
     "disagg": [NodeGroup("prefill", "p4d.24xlarge", 1, 8),
@@ -36,7 +35,7 @@ def trees(tmp_path_factory) -> dict[str, Path]:
     unpacked = {}
     for version in VERSIONS:
         unpacked[version] = tmp_path_factory.mktemp(f"aiperf-{version}")
-        shutil.unpack_archive(FIXTURES / f"aiperf-{version}" / "exports.tar.gz", unpacked[version])
+        unpack_aiperf_exports(version, unpacked[version])
     return unpacked
 
 

@@ -1,0 +1,48 @@
+"""README tells the truth: its config reference lists exactly the keys the schema has, and
+its test command is the one CI runs."""
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+
+from stacks import config
+from tests.conftest import REPO
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def schema_keys(cls: type = config.LabConfig, prefix: str = "") -> set[str]:
+    keys = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = prefix + config.camel(f.name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys |= schema_keys(hints[f.name], key + ".")
+        else:
+            keys.add(key)
+    return keys
+
+
+def readme_keys() -> set[str]:
+    """First cells of the config reference table; `a.b.c` / `.d` stands for a.b.c and a.b.d."""
+    section = README.split("## Config reference", 1)[1].split("\n## ", 1)[0]
+    keys = set()
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        first, *others = re.findall(r"`([^`]+)`", line.split("|")[1])
+        keys.add(first)
+        keys |= {first.rsplit(".", 1)[0] + other for other in others if other.startswith(".")}
+    return keys
+
+
+def test_config_reference_lists_every_key_and_no_other():
+    expected = schema_keys() | set(config.SECRET_KEYS)
+    assert schema_keys() >= {"nodeGroups.prefill.count", "bench.prefixCache.hitRatios"}
+    assert readme_keys() == expected
+
+
+def test_readme_test_command_is_what_ci_runs():
+    assert "./benchlab test" in README
+    assert "./benchlab test" in (REPO / ".ci" / "run").read_text()
