@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from lab import offline
+from tests.conftest import REPO
 from stacks import config
 from stacks.instance_facts import INSTANCE_FACTS
 
@@ -123,3 +124,13 @@ def test_bad_config_registers_no_resource(dev_config):
 def test_hf_token_must_be_set_as_secret(dev_config):
     with pytest.raises(config.ConfigError, match="hfToken: is a secret; set it with `pulumi config set --secret hfToken`"):
         offline.run_lab({**dev_config, "hfToken": "hf_plain"})
+
+
+@pytest.mark.parametrize("stack_file", sorted(p.name for p in REPO.glob("Pulumi.*.yaml")))
+def test_every_stack_file_is_valid_and_builds_the_lab(stack_file):
+    raw = offline.stack_config(str(REPO / stack_file))
+    cfg = config.parse(raw)
+    recording = offline.run_lab(raw, stack=stack_file.split(".")[1])
+    assert recording.of_type("kubernetes:nvidia.com/v1alpha1:DynamoGraphDeployment")
+    assert cfg.node_groups.prefill.instance_type in {
+        r.plain_inputs()["instanceTypes"][0] for r in recording.of_type("eks:index:ManagedNodeGroup")}
