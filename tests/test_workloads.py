@@ -458,3 +458,10 @@ def test_no_secret_is_plain_in_any_rendered_object_or_output(lab_runs, mode):
     # and the token is there, as a secret, exactly where it belongs
     revealed = [r for r in rec.resources.values() if HF_TOKEN in json.dumps(r.plain_inputs(reveal=True))]
     assert [r.type for r in revealed] == ["kubernetes:core/v1:Secret"]
+
+
+def test_every_job_is_replaced_when_its_spec_changes(lab_runs):
+    # A Job's pod template is immutable, and a changed Job is new work: a new Job, not a patch.
+    jobs = lab_runs("disagg").of_type(JOB)
+    assert len(jobs) == 6  # download, four benchmarks, export
+    assert all(job.options["replace_on_changes"] == ["spec"] for job in jobs)
