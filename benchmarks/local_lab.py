@@ -2,7 +2,7 @@
 """Wall time of the local lab, and how much of it is AIPerf's own start-up and tear-down.
 
     .venv/bin/python benchmarks/local_lab.py                  # runs the quick profile (~5 min)
-    .venv/bin/python benchmarks/local_lab.py --profile full   # runs the full profile (~1.5 h)
+    .venv/bin/python benchmarks/local_lab.py --profile full   # runs the full profile (~80 min)
 
 It runs `lab local` as a user would, then splits the wall time using the lab's timings file
 (per-graph start, per-step wall) and AIPerf's exports (each run's `benchmark_duration`: load

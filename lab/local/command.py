@@ -27,7 +27,7 @@ EXIT_INTERRUPTED = 130
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", choices=modes.PROFILES, default="quick",
                         help="quick: every mode's shape, short (<5 min on 2 cores); "
-                             "full: Report 5's parameters (~1.5 h) (default: %(default)s)")
+                             "full: Report 5's parameters (~80 min) (default: %(default)s)")
     parser.add_argument("--graphs", type=_graph_list, default=GRAPHS, metavar="LIST",
                         help=f"comma-separated, run in this order; allowed: {','.join(GRAPHS)} "
                              f"(default: {','.join(GRAPHS)})")
