@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 from pathlib import Path
+from typing import Callable
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -84,6 +85,21 @@ def immutable_config_map(resource_name: str, namespace: pulumi.Input[str], data:
     new Job), so a running Job never sees its inputs change under it."""
     return k8s.core.v1.ConfigMap(resource_name, metadata={"namespace": namespace, "labels": PART_OF},
                                  data=data, immutable=True, opts=opts)
+
+
+def code_job(parent: pulumi.Resource, job_name: str, *, entry: str, configmap_name: str,
+             namespace: pulumi.Input[str], app: str, spec: Callable[[pulumi.Input[str], str], dict],
+             configmap_opts: pulumi.ResourceOptions, depends_on: list[pulumi.Resource],
+             timeout_minutes: int) -> k8s.batch.v1.Job:
+    """A Job running `bench_jobs.<entry>` from its own code ConfigMap. `spec(configmap name,
+    code digest)` builds the Job spec."""
+    code = code_files(entry)
+    code_map = immutable_config_map(configmap_name, namespace, code, configmap_opts)
+    return k8s.batch.v1.Job(
+        job_name,
+        metadata={"namespace": namespace, "labels": {"app.kubernetes.io/name": app, **PART_OF}},
+        spec=spec(code_map.metadata.name, digest(code)),
+        opts=job_options(parent, depends_on, timeout_minutes))
 
 
 def digest(data: dict) -> str:

@@ -85,16 +85,12 @@ class ModelStore(pulumi.ComponentResource):
         self.model_pvc = self._rwx_claim(name, MODEL_PVC, args.model_store_gib, args, after_inputs)
         self.results_pvc = self._rwx_claim(name, RESULTS_PVC, args.results_gib, args, after_inputs)
 
-        code = job_code.code_files("model_download")
-        code_map = job_code.immutable_config_map(f"{name}-download-code", args.namespace, code,
-                                                 after_inputs)
-        self.download = k8s.batch.v1.Job(
-            f"{name}-download",
-            metadata={"namespace": args.namespace,
-                      "labels": {"app.kubernetes.io/name": "model-download", **PART_OF}},
-            spec=download_job_spec(args, code_map.metadata.name, job_code.digest(code)),
-            opts=job_code.job_options(self, [*args.depends_on, self.model_pvc],
-                                      args.download_timeout_minutes))
+        self.download = job_code.code_job(
+            self, f"{name}-download", entry="model_download", configmap_name=f"{name}-download-code",
+            namespace=args.namespace, app="model-download",
+            spec=lambda code_map, code_sha: download_job_spec(args, code_map, code_sha),
+            configmap_opts=after_inputs, depends_on=[*args.depends_on, self.model_pvc],
+            timeout_minutes=args.download_timeout_minutes)
         self.register_outputs({"modelPvc": MODEL_PVC, "resultsPvc": RESULTS_PVC,
                                "downloadJob": self.download.metadata.name})
 

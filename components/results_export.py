@@ -107,14 +107,10 @@ class ResultsExport(pulumi.ComponentResource):
                       "annotations": {"eks.amazonaws.com/role-arn": self.role.arn}},
             opts=after_benchmarks)
 
-        code = job_code.code_files("export_to_s3")
-        code_map = job_code.immutable_config_map(f"{name}-code", args.namespace, code,
-                                                 after_benchmarks)
-        self.job = k8s.batch.v1.Job(
-            f"{name}-job",
-            metadata={"namespace": args.namespace,
-                      "labels": {"app.kubernetes.io/name": "results-export", **PART_OF}},
-            spec=export_job_spec(args, code_map.metadata.name, job_code.digest(code)),
-            opts=job_code.job_options(self, [*args.depends_on, access, account],
-                                      EXPORT_TIMEOUT_MINUTES))
+        self.job = job_code.code_job(
+            self, f"{name}-job", entry="export_to_s3", configmap_name=f"{name}-code",
+            namespace=args.namespace, app="results-export",
+            spec=lambda code_map, code_sha: export_job_spec(args, code_map, code_sha),
+            configmap_opts=after_benchmarks, depends_on=[*args.depends_on, access, account],
+            timeout_minutes=EXPORT_TIMEOUT_MINUTES)
         self.register_outputs({"roleArn": self.role.arn, "job": self.job.metadata.name})
