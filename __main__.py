@@ -1,7 +1,7 @@
-"""benchlab: validate the stack config, then build the lab (see stacks/lab.py)."""
+"""benchlab: validate the stack config, then build the lab (see stacks/compose.py)."""
 import pulumi
 
-from stacks import config, lab
+from stacks import compose, config
 
 cfg, secrets = config.load()
-lab.build(cfg, secrets, pulumi.get_stack())
+compose.build(cfg, secrets, pulumi.get_stack())

@@ -3,7 +3,7 @@ and how Pulumi waits for them.
 
 The code: a ConfigMap, not an image of our own. The lab needs no registry, no build step and
 no image scan; the Jobs run stock images (vllm-runtime for AIPerf, python-slim otherwise) with
-the project's small, pure-Python modules mounted at /opt/benchlab/bench_jobs. Each Job ships
+the project's small, pure-Python modules mounted at /opt/benchlab/jobs. Each Job ships
 only the modules its entry module imports (transitively), so an edit to the report code does
 not replace, and so re-run, the GPU benchmarks. A digest of what is shipped is in the pod
 template: a code change changes the template, and Pulumi replaces the Job.
@@ -28,7 +28,7 @@ import pulumi_kubernetes as k8s
 
 from components.base import PART_OF
 
-PACKAGE = "bench_jobs"
+PACKAGE = "jobs"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
 MOUNT_ROOT = "/opt/benchlab"  # on PYTHONPATH in the Jobs
 CODE_VOLUME = "bench-code"
@@ -46,7 +46,7 @@ RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_A
 
 
 def module_closure(entry: str) -> list[str]:
-    """File names of `bench_jobs` modules `entry` (e.g. "entrypoint") needs, itself included."""
+    """File names of `jobs` modules `entry` (e.g. "entrypoint") needs, itself included."""
     todo, seen = [entry], set()
     while todo:
         name = todo.pop()
@@ -63,7 +63,7 @@ def _package_imports(path: Path) -> frozenset[str]:
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == PACKAGE:  # from bench_jobs import modes, versions
+            if node.module == PACKAGE:  # from jobs import modes, names
                 found.update(alias.name for alias in node.names)
             elif node.module.startswith(PACKAGE + "."):
                 found.add(node.module.split(".")[1])
@@ -91,7 +91,7 @@ def code_job(parent: pulumi.Resource, job_name: str, *, entry: str, configmap_na
              namespace: pulumi.Input[str], app: str, spec: Callable[[pulumi.Input[str], str], dict],
              configmap_opts: pulumi.ResourceOptions, depends_on: list[pulumi.Resource],
              timeout_minutes: int) -> k8s.batch.v1.Job:
-    """A Job running `bench_jobs.<entry>` from its own code ConfigMap. `spec(configmap name,
+    """A Job running `jobs.<entry>` from its own code ConfigMap. `spec(configmap name,
     code digest)` builds the Job spec."""
     code = code_files(entry)
     code_map = immutable_config_map(configmap_name, namespace, code, configmap_opts)

@@ -3,7 +3,7 @@
 The download Job runs on the CPU (system) nodes and waits only for what it needs: the
 namespace, the volume (so the EFS StorageClass and its CSI driver) and the HF token Secret.
 It does not wait for any GPU node group, so the ~30 GB download overlaps the GPU nodes'
-boot, the GPU Operator and the Dynamo platform install (DESIGN.md, "Critical path").
+boot, the GPU Operator and the Dynamo platform install (GPU hours are the cost).
 """
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from bench_jobs import model_download
+from jobs import model_download
 from components import job_code
 from components.base import HF_TOKEN_KEY, PART_OF
 
 MODEL_PVC = "model-store"
 RESULTS_PVC = "bench-results"
 MODEL_MOUNT = "/models"  # where every pod of the lab sees the model store
+# Every pod reads the model from the store: no Hugging Face hub access at run time.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 RESULTS_MOUNT = "/results"
 PYTHON_IMAGE = "python:3.11-slim"
 # Pinned: the Job installs it at start (python-slim has no hub client).

@@ -1,7 +1,7 @@
 """The lab's managed node groups: system (CPU) and the GPU groups (prefill, decode).
 
 Each group gets its own launch template, which is what makes EFA testable and explicit: one
-EFA interface per EFA-capable network card (from stacks/instance_facts.py), the security
+EFA interface per EFA-capable network card (from facts/instances.py), the security
 groups, an encrypted gp3 root volume large enough for the vllm-runtime image, IMDSv2, the
 cluster placement group, and tags that reach the instances and volumes (the provider's default
 tags stop at the launch template). pulumi-eks's `enable_efa_support` would do the same inside a

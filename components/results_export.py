@@ -15,14 +15,14 @@ import pulumi_kubernetes as k8s
 
 from components import job_code
 from components.base import PART_OF
-from components.benchmarks import PLAN_FILE, PLAN_MOUNT
+from components.benchmark_jobs import PLAN_FILE, PLAN_MOUNT
 from components.irsa import irsa_trust_policy
 from components.model_store import PYTHON_IMAGE, RESULTS_MOUNT, RESULTS_PVC
 
 SERVICE_ACCOUNT = "results-export"
 BOTO3_REQUIREMENT = "boto3==1.44.5"  # as requirements.txt pins it
 EXPORT_TIMEOUT_MINUTES = 30
-# Exit code 1: the run was exported but a mode had failed (bench_jobs/export_to_s3.py). A
+# Exit code 1: the run was exported but a mode had failed (jobs/export_to_s3.py). A
 # retry cannot change that, so it fails the Job at once; other failures (S3, network) retry.
 RUN_FAILED_EXIT_CODE = 1
 EXPORT_BACKOFF_LIMIT = 3

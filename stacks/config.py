@@ -7,15 +7,16 @@ before any resource is registered.
 """
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bench_jobs import modes, versions
-from stacks.instance_facts import INSTANCE_FACTS
+from facts import versions
+from jobs import modes, typed_mapping
+from jobs.names import NODE_GROUPS
+from jobs.typed_mapping import limits
+from facts.instances import INSTANCE_FACTS
 
 NAMESPACE = "benchlab"
 SUPPORTED_EKS_VERSIONS = ("1.31", "1.32")
@@ -23,6 +24,9 @@ TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
 SECRET_KEYS = ("hfToken", "grafanaAdminPassword")
 # The vllm-runtime image is ~20 GB compressed; containerd needs room to unpack it twice.
 MIN_GPU_DISK_GIB = 200
+
+
+AT_LEAST_ONE = limits(low=1)
 
 
 class ConfigError(ValueError):
@@ -39,8 +43,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class NodeGroup:
     instance_type: str
-    count: int
-    disk_gib: int
+    count: int = field(metadata=AT_LEAST_ONE)
+    disk_gib: int = 0  # the minimum depends on the group's role: checked below
 
 
 @dataclass(frozen=True)
@@ -52,16 +56,16 @@ class NodeGroups:
 
 @dataclass(frozen=True)
 class Workers:
-    tp: int
-    replicas: int
+    tp: int = field(metadata=limits(choices=TENSOR_PARALLEL_SIZES))
+    replicas: int = field(metadata=AT_LEAST_ONE)
 
 
 @dataclass(frozen=True)
 class KvOffload:
     """KV block manager tiers behind the GPU cache (disagg prefill workers): host memory, then
     the node's root volume (an emptyDir), which it shares with the images."""
-    cpu_cache_gib: int = 64
-    disk_cache_gib: int = 100
+    cpu_cache_gib: int = field(default=64, metadata=AT_LEAST_ONE)
+    disk_cache_gib: int = field(default=100, metadata=AT_LEAST_ONE)
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class Serving:
     prefill: Workers = Workers(tp=4, replicas=4)
     decode: Workers = Workers(tp=2, replicas=8)
     kv_offload: KvOffload = KvOffload()
-    ready_timeout_minutes: int = 60
+    ready_timeout_minutes: int = field(default=60, metadata=AT_LEAST_ONE)
     # Idle GPU nodes cost money: the node group the mode does not use is kept at size 0.
     scale_unused_gpu_group_to_zero: bool = True
 
@@ -82,8 +86,8 @@ class Serving:
 class Model:
     id: str = versions.MODEL_ID
     revision: str = "main"
-    store_gib: int = 200
-    download_timeout_minutes: int = 90
+    store_gib: int = field(default=200, metadata=AT_LEAST_ONE)
+    download_timeout_minutes: int = field(default=90, metadata=AT_LEAST_ONE)
 
 
 @dataclass(frozen=True)
@@ -99,13 +103,13 @@ class Versions:
 @dataclass(frozen=True)
 class Monitoring:
     retention: str = "15d"
-    prometheus_storage_gib: int = 100
-    grafana_storage_gib: int = 10
+    prometheus_storage_gib: int = field(default=100, metadata=AT_LEAST_ONE)
+    grafana_storage_gib: int = field(default=10, metadata=AT_LEAST_ONE)
 
 
 @dataclass(frozen=True)
 class Results:
-    storage_gib: int = 50
+    storage_gib: int = field(default=50, metadata=AT_LEAST_ONE)
     retain_bucket_on_destroy: bool = True
 
 
@@ -116,7 +120,7 @@ class Destroy:
 
 
 @dataclass(frozen=True)
-class LabConfig:
+class StackConfig:
     owner: str = "benchlab-operator"
     region: str = "us-east-1"
     availability_zones: tuple[str, ...] = ("us-east-1a", "us-east-1b")
@@ -154,89 +158,23 @@ class LabConfig:
 
 
 # ---------------------------------------------------------------------------------------
-# Parsing: a mapping of camelCase keys -> LabConfig, collecting every problem
+# Parsing: a mapping of camelCase keys -> StackConfig, collecting every problem
 # ---------------------------------------------------------------------------------------
-def camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.title() for p in rest)
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if typing.get_origin(tp) is tuple:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    if dataclasses.is_dataclass(tp):
-        return "mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _build(tp: Any, value: Any, key: str, default: Any, problems: list[str]) -> Any:
-    """Coerce `value` (from YAML/JSON) to `tp`; on a problem, record it and keep `default`."""
-    def bad(allowed: str) -> Any:
-        problems.append(f"{key}: {value!r} is not allowed; expected {allowed}")
-        return default
-
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            return bad(f"a mapping with keys {', '.join(camel(f.name) for f in dataclasses.fields(tp))}")
-        return _build_dataclass(tp, value, key, default, problems)
-    if origin is Literal:
-        return value if value in typing.get_args(tp) else bad(_type_name(tp))
-    if origin is tuple:
-        if not isinstance(value, list):
-            return bad(_type_name(tp))
-        item = typing.get_args(tp)[0]
-        return tuple(_build(item, v, f"{key}[{i}]", None, problems) for i, v in enumerate(value))
-    if tp is bool:
-        return value if isinstance(value, bool) else bad("true or false")
-    if tp is int:
-        return value if isinstance(value, int) and not isinstance(value, bool) else bad("an integer")
-    if tp is str:
-        return value if isinstance(value, str) and value.strip() else bad("a non-empty string")
-    raise TypeError(f"unsupported config type {tp!r} at {key}")
-
-
-def _join(key: str, name: str) -> str:
-    return f"{key}{name}" if key.endswith(":") else f"{key}.{name}"
-
-
-def _build_dataclass(cls: type, mapping: dict, key: str, default: Any, problems: list[str]) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {camel(f.name): f for f in dataclasses.fields(cls)}
-    for unknown in sorted(set(mapping) - set(fields)):
-        problems.append(f"{_join(key, unknown)}: unknown key; allowed keys: {', '.join(fields)}")
-    base = default if default is not None else cls()
-    values = {}
-    for name, f in fields.items():
-        if name in mapping:
-            values[f.name] = _build(hints[f.name], mapping[name], _join(key, name),
-                                    getattr(base, f.name), problems)
-    return dataclasses.replace(base, **values)
-
-
-def parse(raw: dict[str, Any]) -> LabConfig:
-    """Build and validate a LabConfig from the namespace's keys (without the `benchlab:`
+def parse(raw: dict[str, Any]) -> StackConfig:
+    """Build and validate a StackConfig from the namespace's keys (without the `benchlab:`
     prefix; values already JSON-decoded). Raises ConfigError listing every problem."""
     problems: list[str] = []
     raw = {k: v for k, v in raw.items() if k not in SECRET_KEYS}
-    bench_raw = raw.pop("bench", None)
     # A value of the wrong type is reported and replaced by its default, so the rules below
     # always see a well-typed config and every problem is reported in one go.
-    cfg = _build_dataclass(LabConfig, raw, f"{NAMESPACE}:", LabConfig(), problems)
-    if bench_raw is not None:
-        try:
-            cfg = dataclasses.replace(cfg, bench=modes.plan_from_mapping(bench_raw))
-        except ValueError as err:
-            problems.append(f"{NAMESPACE}:{err}")
+    cfg = typed_mapping.build(StackConfig, raw, f"{NAMESPACE}:", StackConfig(), problems)
     problems.extend(_check(cfg))
     if problems:
         raise ConfigError(problems)
     return cfg
 
 
-def _check(cfg: LabConfig) -> list[str]:
+def _check(cfg: StackConfig) -> list[str]:
     problems: list[str] = []
     ns = NAMESPACE
 
@@ -266,7 +204,7 @@ def _check(cfg: LabConfig) -> list[str]:
         problems.append(f"{ns}:gpuAvailabilityZone: {cfg.gpu_availability_zone!r} is not one of "
                         f"availabilityZones {list(cfg.availability_zones)}")
 
-    for role in ("system", "prefill", "decode"):
+    for role in NODE_GROUPS:
         group: NodeGroup = getattr(cfg.node_groups, role)
         key = f"{ns}:nodeGroups.{role}"
         known = INSTANCE_FACTS.get(group.instance_type)
@@ -278,28 +216,12 @@ def _check(cfg: LabConfig) -> list[str]:
             what = "GPU" if role != "system" else "CPU"
             problems.append(f"{key}.instanceType: {group.instance_type!r} is not a {what} "
                             f"instance type the lab has facts for; allowed: {', '.join(allowed)}")
-        if group.count < 1:
-            problems.append(f"{key}.count: {group.count} must be at least 1")
         min_disk = MIN_GPU_DISK_GIB if role != "system" else 20
         if group.disk_gib < min_disk:
             problems.append(f"{key}.diskGib: {group.disk_gib} GiB is too small; at least "
                             f"{min_disk} GiB{' (the vllm-runtime image is large)' if role != 'system' else ''}")
 
     problems.extend(_check_workers(cfg))
-
-    positive = {
-        "serving.readyTimeoutMinutes": cfg.serving.ready_timeout_minutes,
-        "serving.kvOffload.cpuCacheGib": cfg.serving.kv_offload.cpu_cache_gib,
-        "serving.kvOffload.diskCacheGib": cfg.serving.kv_offload.disk_cache_gib,
-        "model.storeGib": cfg.model.store_gib,
-        "model.downloadTimeoutMinutes": cfg.model.download_timeout_minutes,
-        "monitoring.prometheusStorageGib": cfg.monitoring.prometheus_storage_gib,
-        "monitoring.grafanaStorageGib": cfg.monitoring.grafana_storage_gib,
-        "results.storageGib": cfg.results.storage_gib,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            problems.append(f"{ns}:{key}: {value} must be at least 1")
 
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", cfg.model.id):
         problems.append(f"{ns}:model.id: {cfg.model.id!r} is not a Hugging Face repo id (org/name)")
@@ -312,7 +234,7 @@ def _check(cfg: LabConfig) -> list[str]:
         "efaDevicePlugin": r"v\d+\.\d+\.\d+",
     }
     for name, pattern in version_patterns.items():
-        value = getattr(cfg.versions, _snake(name))
+        value = getattr(cfg.versions, typed_mapping.snake(name))
         if not re.fullmatch(pattern, value):
             problems.append(f"{ns}:versions.{name}: {value!r} does not match {pattern}"
                             + (" (the lab is built for kube-prometheus-stack 65.x)"
@@ -320,17 +242,12 @@ def _check(cfg: LabConfig) -> list[str]:
     return problems
 
 
-def _check_workers(cfg: LabConfig) -> list[str]:
+def _check_workers(cfg: StackConfig) -> list[str]:
     problems = []
     for role, (group_name, workers) in cfg.worker_roles().items():
         key = f"{NAMESPACE}:serving.{role}"
         group: NodeGroup = getattr(cfg.node_groups, group_name)
         facts = INSTANCE_FACTS.get(group.instance_type)
-        if workers.tp not in TENSOR_PARALLEL_SIZES:
-            problems.append(f"{key}.tp: {workers.tp} is not allowed; allowed: "
-                            f"{', '.join(map(str, TENSOR_PARALLEL_SIZES))}")
-        if workers.replicas < 1:
-            problems.append(f"{key}.replicas: {workers.replicas} must be at least 1")
         if facts is None or not facts.gpus:
             continue  # the instance type problem is reported on its own key
         if workers.tp > facts.gpus:
@@ -347,7 +264,7 @@ def _check_workers(cfg: LabConfig) -> list[str]:
     return problems
 
 
-def _check_kv_disk(cfg: LabConfig) -> list[str]:
+def _check_kv_disk(cfg: StackConfig) -> list[str]:
     """The KV disk tier of every prefill worker on a node must fit beside the images."""
     group, workers = cfg.node_groups.prefill, cfg.serving.prefill
     facts = INSTANCE_FACTS.get(group.instance_type)
@@ -361,10 +278,6 @@ def _check_kv_disk(cfg: LabConfig) -> list[str]:
             f"{per_node} prefill workers per node exceeds the {room} GiB left on "
             f"nodeGroups.prefill.diskGib ({group.disk_gib}) after {MIN_GPU_DISK_GIB} GiB for images; "
             f"lower it to at most {room // per_node} or raise diskGib"]
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"[A-Z]", lambda m: "_" + m.group(0).lower(), name)
 
 
 # ---------------------------------------------------------------------------------------
@@ -404,7 +317,7 @@ def raw_stack_config() -> tuple[dict[str, Any], set[str]]:
     return raw, secret
 
 
-def load() -> tuple[LabConfig, Secrets]:
+def load() -> tuple[StackConfig, Secrets]:
     """Parse and validate the running stack's config; raise ConfigError on any problem."""
     import pulumi
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import offline
+from cli import offline
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -43,5 +43,5 @@ def run_lab(dev_config):
     def run(overrides: dict | None = None, secrets: dict | None = None, stack: str = "dev",
             base: dict | None = None) -> offline.Recording:
         config = {**(dev_config if base is None else base), **(overrides or {})}
-        return offline.run_lab(config, secrets, stack=stack)
+        return offline.run_program(config, secrets, stack=stack)
     return run

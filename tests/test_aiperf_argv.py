@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from bench_jobs import aiperf_argv, modes
-from bench_jobs.aiperf_argv import Target, build_calls
-from bench_jobs.modes import BenchPlan
+from jobs import aiperf_argv, modes, names
+from jobs.aiperf_argv import Target, build_calls
+from jobs.modes import BenchPlan
 
 TARGET = Target(url="http://127.0.0.1:8000", model="/models/m", tokenizer="/models/m")
 
@@ -111,7 +111,7 @@ def test_every_flag_exists_in_the_pinned_aiperf_help(shared):
     help_text = shared("aiperf/aiperf-0.9.0-profile-help.txt").read_text()
     known = set(re.findall(r"(--[a-z0-9][a-z0-9-]*)", help_text))
     emitted = set()
-    for profile in modes.PROFILES:
+    for profile in names.PROFILES:
         for mode in modes.scaled(BenchPlan(), profile).modes():
             for style in aiperf_argv.SWEEP_STYLES:
                 for call in build_calls(mode, TARGET, "/r", style, server_metrics=False):

@@ -12,8 +12,8 @@ import pytest
 from components import cluster as cluster_component
 from components import node_groups, results_bucket
 from components.network import subnet_cidrs
-from lab import offline
-from stacks.instance_facts import INSTANCE_FACTS
+from cli import offline
+from facts.instances import INSTANCE_FACTS
 
 EKS = "eks:index:Cluster"
 MNG = "eks:index:ManagedNodeGroup"
@@ -34,7 +34,7 @@ DEV_STACK = Path(__file__).resolve().parent.parent / "Pulumi.dev.yaml"
 
 
 def run(**overrides) -> offline.Recording:
-    return offline.run_lab({**offline.stack_config(str(DEV_STACK)), **overrides})
+    return offline.run_program({**offline.stack_config(str(DEV_STACK)), **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def template_of(rec: offline.Recording, role: str) -> dict:
 
 
 def sg_id(name: str) -> str:
-    return f"sg-{name}"  # the mocked id of security group `name` (lab/offline.py)
+    return f"sg-{name}"  # the mocked id of security group `name` (cli/offline.py)
 
 
 # --- the cluster ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""checkov over the manifests `lab synth` renders (agg and disagg): zero failures outside the
+"""checkov over the manifests `benchlab synth` renders (agg and disagg): zero failures outside the
 short, justified skip list in .checkov.yaml. checkov lives in its own virtual environment:
 
     ./benchlab tools
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import offline, synth
+from cli import offline, synth
 from tests.conftest import REPO
 
 CHECKOV = REPO / ".venvs" / "checkov" / "bin" / "checkov"

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from lab import offline
+from cli import offline
 from tests.conftest import REPO
 from stacks import config
-from stacks.instance_facts import INSTANCE_FACTS
+from facts.instances import INSTANCE_FACTS
 
 
 def test_defaults_are_report_5_lab():
@@ -29,7 +29,7 @@ def test_defaults_are_report_5_lab():
 def test_dev_stack_file_parses_to_the_defaults(dev_config):
     dev = config.parse(dev_config)
     assert dev.owner == "ml-infra"
-    assert dataclasses.replace(dev, owner=config.LabConfig().owner) == config.parse({})
+    assert dataclasses.replace(dev, owner=config.StackConfig().owner) == config.parse({})
 
 
 def test_overrides_are_applied_and_typed():
@@ -113,24 +113,33 @@ def test_gpu_facts_cover_the_default_lab():
 
 
 def test_bad_config_registers_no_resource(dev_config):
-    good = offline.run_lab(dev_config)
+    good = offline.run_program(dev_config)
     assert good.resources, "the same run with a good config registers the lab"
     recording = offline.Recording()
     with pytest.raises(config.ConfigError, match="serving.mode"):
-        offline.run_lab({**dev_config, "serving": {"mode": "both"}}, recording=recording)
+        offline.run_program({**dev_config, "serving": {"mode": "both"}}, recording=recording)
     assert recording.resources == {}
 
 
 def test_hf_token_must_be_set_as_secret(dev_config):
     with pytest.raises(config.ConfigError, match="hfToken: is a secret; set it with `pulumi config set --secret hfToken`"):
-        offline.run_lab({**dev_config, "hfToken": "hf_plain"})
+        offline.run_program({**dev_config, "hfToken": "hf_plain"})
 
 
 @pytest.mark.parametrize("stack_file", sorted(p.name for p in REPO.glob("Pulumi.*.yaml")))
 def test_every_stack_file_is_valid_and_builds_the_lab(stack_file):
     raw = offline.stack_config(str(REPO / stack_file))
     cfg = config.parse(raw)
-    recording = offline.run_lab(raw, stack=stack_file.split(".")[1])
+    recording = offline.run_program(raw, stack=stack_file.split(".")[1])
     assert recording.of_type("kubernetes:nvidia.com/v1alpha1:DynamoGraphDeployment")
     assert cfg.node_groups.prefill.instance_type in {
         r.plain_inputs()["instanceTypes"][0] for r in recording.of_type("eks:index:ManagedNodeGroup")}
+
+
+def test_bench_values_share_the_config_parser_and_are_all_reported():
+    with pytest.raises(config.ConfigError) as err:
+        config.parse({"bench": {"concurrencySweep": {"concurrency": [0], "isl": "long"},
+                                "multiTurn": {"turns": 1000}}})
+    assert len(err.value.problems) == 3
+    assert [p.split(":")[1] for p in err.value.problems] == [
+        "bench.concurrencySweep.concurrency", "bench.concurrencySweep.isl", "bench.multiTurn.turns"]

@@ -1,4 +1,4 @@
-"""`lab cost`: the hourly figures follow the node groups and the serving mode, the campaign
+"""`benchlab cost`: the hourly figures follow the node groups and the serving mode, the campaign
 follows the benchmark plan's durations, the floor is GPUs x benchmark time only, and the live
 Pricing API path works (botocore Stubber: moto has no Pricing API)."""
 from __future__ import annotations
@@ -8,16 +8,17 @@ import json
 import pytest
 from botocore.stub import Stubber
 
-from lab import cli, cost, pricing
-from lab.cli import CliError
+from cli import cli, cost, pricing
+from cli.cli import CliError
 from stacks import config
-from stacks.instance_facts import facts
+from facts.instances import facts
+from jobs import names
 
 TYPES = ["g6e.12xlarge", "m7i.2xlarge", "p4d.24xlarge"]
 
 
 def table(cfg):
-    return pricing.table_prices(sorted({getattr(cfg.node_groups, r).instance_type for r in cost.ROLES}))
+    return pricing.table_prices(sorted({getattr(cfg.node_groups, r).instance_type for r in names.NODE_GROUPS}))
 
 
 def total(lines: dict) -> float:

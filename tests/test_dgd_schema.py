@@ -10,12 +10,12 @@ import jsonschema
 import pytest
 import yaml
 
-from components import serving_graph
-from lab import synth
+from stacks import serving_spec
+from cli import synth
 from stacks import config
 
 CRD = "dynamo-0.9.x/deploy/helm/charts/crds/templates/nvidia.com_dynamographdeployments.yaml"
-MODES = ("agg", "disagg")
+from jobs.names import GRAPHS as MODES
 
 
 def strict(schema: dict) -> dict:
@@ -56,16 +56,16 @@ def problems(validator, manifest: dict) -> list[str]:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_rendered_graph_validates(validator, mode):
-    manifest = serving_graph.graph_manifest(config.parse({"serving": {"mode": mode}}), namespace="lab")
+    manifest = serving_spec.graph_manifest(config.parse({"serving": {"mode": mode}}), namespace="lab")
     assert problems(validator, manifest) == []
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_registered_graph_validates(validator, run_lab, mode):
     recording = run_lab(overrides={"serving": {"mode": mode}})
-    graphs = recording.of_type(f"kubernetes:{serving_graph.API_VERSION}:{serving_graph.KIND}")
+    graphs = recording.of_type(f"kubernetes:{serving_spec.API_VERSION}:{serving_spec.KIND}")
     assert len(graphs) == 1
-    manifest = synth.redact(graphs[0].inputs)  # as `lab synth` writes it
+    manifest = synth.redact(graphs[0].inputs)  # as `benchlab synth` writes it
     assert manifest["spec"]["services"].keys() >= {"Frontend"}
     assert problems(validator, manifest) == []
 
@@ -76,7 +76,7 @@ def test_registered_graph_validates(validator, run_lab, mode):
     (("spec", "services", "Frontend", "extraPodSpec", "mainContainer"), "imagePullPolicyy"),
 ])
 def test_an_unknown_field_fails(validator, where, field):
-    manifest = serving_graph.graph_manifest(config.parse({"serving": {"mode": "disagg"}}))
+    manifest = serving_spec.graph_manifest(config.parse({"serving": {"mode": "disagg"}}))
     node = manifest
     for key in where:
         node = node[key]
@@ -86,6 +86,6 @@ def test_an_unknown_field_fails(validator, where, field):
 
 
 def test_a_wrong_type_fails(validator):
-    manifest = serving_graph.graph_manifest(config.parse({}))
+    manifest = serving_spec.graph_manifest(config.parse({}))
     manifest["spec"]["services"]["VllmWorker"]["replicas"] = "four"
     assert any("'four' is not of type 'integer'" in p for p in problems(validator, manifest))

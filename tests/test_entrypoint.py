@@ -1,4 +1,4 @@
-"""The code that runs inside the cluster Jobs (bench_jobs/): run ids, the benchmark entrypoint,
+"""The code that runs inside the cluster Jobs (jobs/): run ids, the benchmark entrypoint,
 the model download, the results export and the Pushgateway summary.
 
 AIPerf itself is faked here by a runner that writes a real AIPerf 0.9.0 summary
@@ -21,9 +21,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from bench_jobs import (cluster_facts, entrypoint, export_to_s3, exports, model_download, modes,
+from jobs import (cluster_facts, entrypoint, export_to_s3, exports, model_download, modes, names,
                         push_summary, run_manifest, runs)
-from components import benchmarks, job_code
+from components import job_code
+from stacks import run_plan as run_plan_module
 from stacks import config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "aiperf-0.9.0" / "exports.tar.gz"
@@ -59,7 +60,7 @@ class FakeAiperf:
 
 def plan_for(mode: str = "agg", bench: dict | None = None) -> dict:
     cfg = config.parse({"serving": {"mode": mode}, **({"bench": bench} if bench else {})})
-    return benchmarks.run_plan(cfg, code_sha="test")
+    return run_plan_module.run_plan(cfg, code_sha="test")
 
 
 QUICK = {"concurrencySweep": {"concurrency": [1, 4], "stepSeconds": 5, "graceSeconds": 1},
@@ -175,7 +176,7 @@ def run_job(tmp_path, plan, mode, job_uid, aiperf, monkeypatch, allocate) -> int
 
 
 def run_campaign(tmp_path, plan, job_uid, aiperf, monkeypatch) -> str:
-    for index, mode in enumerate(modes.MODE_NAMES):
+    for index, mode in enumerate(names.MODES):
         assert run_job(tmp_path, plan, mode, f"{job_uid}-{mode}", aiperf, monkeypatch, index == 0) == 0
     return runs.current(tmp_path / "results", plan["config_hash"])
 
@@ -195,7 +196,7 @@ def test_four_jobs_fill_one_run_with_a_manifest_and_a_status_per_mode(tmp_path, 
     assert manifest.extra["dgd_spec"] == plan["manifest"]["dgd_spec"]
     assert len(manifest.extra["placement"]) == 2
     assert manifest.versions["aiperf"] == "0.9.0"
-    for mode in modes.MODE_NAMES:
+    for mode in names.MODES:
         assert run_manifest.read_status(graph_dir / mode).status == "ok"
     steps = run_manifest.read_status(graph_dir / "prefix_cache").steps
     assert steps == ["hit0", "hit100"]
@@ -266,7 +267,7 @@ def test_export_uploads_the_run_and_pushes_one_group_per_step(tmp_path, real_sum
     assert len(keys) == len(local)
 
     steps = sum(len(run_manifest.read_status(tmp_path / "results" / run_id / "agg" / m).steps)
-                for m in modes.MODE_NAMES)
+                for m in names.MODES)
     assert len(received) == steps == 2 + 1 + 3 + 2
     path, body = received[0]
     assert path.startswith(f"/metrics/job/benchlab/run_id/{run_id}/graph/agg/mode/")
@@ -290,7 +291,7 @@ def test_export_fails_the_deployment_after_uploading_when_a_mode_failed(tmp_path
     keys = {item["Key"] for item in s3.list_objects_v2(Bucket="results")["Contents"]}
     assert f"{run_id}/agg/sequence_distribution/status.json" in keys
     graph_dir = tmp_path / "results" / run_id / "agg"
-    assert export_to_s3.unfinished_modes(graph_dir, list(modes.MODE_NAMES)) == [
+    assert export_to_s3.unfinished_modes(graph_dir, list(names.MODES)) == [
         "sequence_distribution: failed (zipf: aiperf exited 2)"]
 
 
@@ -350,9 +351,10 @@ def test_download_retries_with_backoff_then_gives_up(tmp_path):
 
 
 def test_the_serving_graph_reads_the_model_where_the_download_put_it():
-    from components import model_store, serving_graph
+    from components import model_store
+    from stacks import serving_spec
     cfg = config.parse({"model": {"id": "Org/Name", "revision": "r1"}})
-    args = serving_graph.graph_spec(cfg)["services"]["VllmWorker"]["extraPodSpec"]["mainContainer"]["args"]
+    args = serving_spec.graph_spec(cfg)["services"]["VllmWorker"]["extraPodSpec"]["mainContainer"]["args"]
     expected = str(model_download.model_path(model_store.MODEL_MOUNT, "Org/Name", "r1"))
     assert args[args.index("--model") + 1] == expected == "/models/Org/Name/r1"
 
@@ -365,7 +367,7 @@ def test_each_jobs_code_imports_from_its_configmap_alone(tmp_path, entry):
     for name, source in job_code.code_files(entry).items():
         (package / name).write_text(source)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", f"import bench_jobs.{entry}"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-c", f"import jobs.{entry}"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 

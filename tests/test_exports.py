@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bench_jobs import exports
-from bench_jobs.exports import ExportError
+from jobs import exports
+from jobs.exports import ExportError
 from tests.conftest import AIPERF_VERSIONS as VERSIONS, unpack_aiperf_exports
 
 # Run-summary metric -> its row header in AIPerf's own profile_export_aiperf.csv

@@ -9,7 +9,7 @@ import pulumi_eks as eks
 import pytest
 
 from components import node_groups
-from lab import offline
+from cli import offline
 from tests.test_aws_layer import assert_node_groups_wait_for_the_cluster, run
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from components.helm import deep_merge
-from lab import offline
+from cli import offline
 
 HELM_TYPES = ("kubernetes:helm.sh/v3:Release", "kubernetes:helm.sh/v4:Chart")
 DYNAMO_CHARTS = "dynamo-0.9.x/deploy/helm/charts"
@@ -99,7 +99,7 @@ def helm_installs(rec: offline.Recording) -> Iterator[offline.Resource]:
 def recording(request):
     from tests.conftest import REPO
     config = offline.stack_config(str(REPO / "Pulumi.dev.yaml"))
-    return offline.run_lab({**config, "serving": {"mode": request.param}}, {"hfToken": "hf_x"})
+    return offline.run_program({**config, "serving": {"mode": request.param}}, {"hfToken": "hf_x"})
 
 
 def test_every_value_key_exists_in_the_pinned_chart(recording, shared):
@@ -142,7 +142,7 @@ KPS_TYPOS = {
 @pytest.fixture(scope="module")
 def agg_recording():
     from tests.conftest import REPO
-    return offline.run_lab(offline.stack_config(str(REPO / "Pulumi.dev.yaml")))
+    return offline.run_program(offline.stack_config(str(REPO / "Pulumi.dev.yaml")))
 
 
 @pytest.mark.parametrize("chart", TYPOS)

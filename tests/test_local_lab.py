@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from bench_jobs import run_manifest
-from bench_jobs.modes import MODE_NAMES
+from jobs import run_manifest
+from jobs.names import MODES as MODE_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
 LAB_TIMEOUT_SECONDS = 20 * 60  # quick finishes in ~5 min; a loaded CI machine gets headroom
 
 
 def _lab(tmp_path: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "lab", "local", "--out", str(tmp_path / "out"),
+    return [sys.executable, "-m", "cli", "local", "--out", str(tmp_path / "out"),
             "--work-dir", str(tmp_path / "work"), *args]
 
 

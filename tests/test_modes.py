@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from bench_jobs import modes
-from bench_jobs.modes import BenchPlan, plan_from_mapping, scaled
+from jobs import modes, names
+from jobs.modes import BenchPlan, plan_from_mapping, scaled
 
 
 def test_defaults_are_report_5_parameters():
     plan = BenchPlan()
-    assert [m.name for m in plan.modes()] == list(modes.MODE_NAMES)
+    assert [m.name for m in plan.modes()] == list(names.MODES)
     sweep, turns = plan.concurrency_sweep, plan.multi_turn
     assert (sweep.concurrency, sweep.isl, sweep.osl, sweep.step_seconds) == (
         (1, 2, 4, 8, 16, 32, 64), 1024, 512, 120)

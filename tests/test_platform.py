@@ -11,10 +11,10 @@ import subprocess
 import pytest
 import yaml
 
-from bench_jobs import push_summary
+from jobs import push_summary
 from components.cluster import GPU_TAINT_EFFECT, GPU_TAINT_KEY
-from lab import offline
-from stacks import config, lab
+from cli import offline
+from stacks import compose, config
 from tests.conftest import REPO
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -42,12 +42,12 @@ def run_platform(overrides: dict | None = None, secrets: dict | None = None):
     """Run the program with the workloads layer replaced by a probe that keeps the Platform
     the platform layer hands over: -> (recording, platform)."""
     seen = {}
-    original = lab.workloads_layer
-    lab.workloads_layer = lambda ctx, infra, platform: seen.update(platform=platform)
+    original = compose.workloads_layer
+    compose.workloads_layer = lambda ctx, infra, platform: seen.update(platform=platform)
     try:
-        recording = offline.run_lab({**DEV_CONFIG, **(overrides or {})}, secrets)
+        recording = offline.run_program({**DEV_CONFIG, **(overrides or {})}, secrets)
     finally:
-        lab.workloads_layer = original
+        compose.workloads_layer = original
     return recording, seen["platform"]
 
 
@@ -79,14 +79,14 @@ def test_release_chart_repository_version_and_namespace(agg, suffix):
     inputs = release(agg, suffix).plain_inputs()
     assert inputs["chart"] == chart
     assert inputs["repositoryOpts"]["repo"] == repo
-    assert inputs["version"] == getattr(config.LabConfig().versions, version_field)
+    assert inputs["version"] == getattr(config.StackConfig().versions, version_field)
     assert inputs["namespace"] == namespace
     # Real Helm, waited for until ready; a failed first install is rolled back.
     assert inputs["skipAwait"] is False and inputs["atomic"] is True and inputs["timeout"] > 0
 
 
 def test_pinned_versions_are_the_issue_s():
-    versions = config.LabConfig().versions
+    versions = config.StackConfig().versions
     assert (versions.gpu_operator, versions.kube_prometheus_stack, versions.dynamo) == \
         ("v24.9.0", "65.8.1", "0.9.1")
 
@@ -161,7 +161,7 @@ def test_dynamo_platform_values(agg):
     operator = v["dynamo-operator"]
     proxy = operator["controllerManager"]["kubeRbacProxy"]["image"]
     assert not proxy["repository"].startswith("gcr.io") and proxy["tag"]
-    assert operator["controllerManager"]["manager"]["image"]["tag"] == config.LabConfig().versions.dynamo
+    assert operator["controllerManager"]["manager"]["image"]["tag"] == config.StackConfig().versions.dynamo
     assert operator["webhook"]["enabled"] is True
     etcd = v["etcd"]["persistence"]
     assert (etcd["enabled"], etcd["storageClass"]) == (True, gp3_name(agg))

@@ -1,4 +1,4 @@
-"""`lab preflight` against moto, with botocore's Stubber for the APIs moto lacks (EC2 capacity
+"""`benchlab preflight` against moto, with botocore's Stubber for the APIs moto lacks (EC2 capacity
 reservations, EC2 service quotas, EKS cluster versions). Passing and failing cases alike."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from lab import cli, preflight
+from cli import cli, preflight
 from stacks import config
-from stacks.instance_facts import facts
+from facts.instances import facts
 
 REGION = "us-east-1"
 

@@ -6,17 +6,18 @@ import dataclasses
 import re
 import typing
 
+from jobs import typed_mapping
 from stacks import config
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 
 
-def schema_keys(cls: type = config.LabConfig, prefix: str = "") -> set[str]:
+def schema_keys(cls: type = config.StackConfig, prefix: str = "") -> set[str]:
     keys = set()
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        key = prefix + config.camel(f.name)
+        key = prefix + typed_mapping.camel(f.name)
         if dataclasses.is_dataclass(hints[f.name]):
             keys |= schema_keys(hints[f.name], key + ".")
         else:

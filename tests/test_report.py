@@ -12,13 +12,13 @@ import pytest
 from PIL import Image
 from tests.conftest import AIPERF_VERSIONS as VERSIONS, unpack_aiperf_exports
 
-from bench_jobs import exports
-from bench_jobs.report import ABSENT, REPORT_FILE, TABLES_DIR, build_report
-from bench_jobs.report_plots import SIMULATED_NOTE
-from bench_jobs.run_manifest import (ManifestError, ModeStatus, NodeGroup, RunManifest, WorkerSpec,
+from jobs import exports
+from report.render import ABSENT, REPORT_FILE, TABLES_DIR, build_report
+from report.plots import SIMULATED_NOTE
+from jobs.run_manifest import (ManifestError, ModeStatus, NodeGroup, RunManifest, WorkerSpec,
                                      read_manifest, write_manifest, write_status)
-from lab.cli import main as lab_main
-from stacks.instance_facts import PRICES_AS_OF, facts
+from cli.cli import main as lab_main
+from facts.instances import PRICES_AS_OF, facts
 
 NODES = {
     "agg": [NodeGroup("prefill", "p4d.24xlarge", 1, 8)],

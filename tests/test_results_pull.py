@@ -1,4 +1,4 @@
-"""`lab results list|pull` against moto's S3, the bucket filled by the results-export Job's
+"""`benchlab results list|pull` against moto's S3, the bucket filled by the results-export Job's
 own upload: the run layout mirrored locally, repeat pulls skip what is there, interrupted
 downloads continue, errors are clear."""
 from __future__ import annotations
@@ -9,9 +9,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from bench_jobs import export_to_s3, run_manifest
-from lab import cli, results
-from lab.cli import CliError
+from jobs import export_to_s3, run_manifest
+from cli import cli, results
+from cli.cli import CliError
 
 BUCKET = "benchlab-dev-results"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench_jobs import seq_dist
+from jobs import seq_dist
 
 ISL, OSL = (128, 4096), (64, 2048)
 REPO = Path(__file__).resolve().parent.parent

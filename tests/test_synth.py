@@ -1,4 +1,4 @@
-"""`lab synth`: the program run offline and written out. Every registered Kubernetes object and
+"""`benchlab synth`: the program run offline and written out. Every registered Kubernetes object and
 Helm release lands in a file, the objects validate (Kubernetes 1.32 strict, the DGD against its
 CRD), secrets are redacted in every file, the graph files hold every resource and dependency,
 the apply script follows the order the API server needs. Plus what a clean destroy relies on."""
@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from components.cluster import ROLE_LABEL
-from lab import cli, offline, stack_file, synth
-from stacks import lab as program
+from cli import cli, offline, stack_file, synth
+from stacks import compose as program
 from tests.conftest import REPO
 from tests.test_dgd_schema import CRD as DGD_CRD
 from tests.test_dgd_schema import strict
@@ -23,7 +23,7 @@ from tests.test_dgd_schema import strict
 FAKE_TOKEN = "hf_SynthTestToken_7f3a9c"
 FAKE_PASSWORD = "synth-test-grafana-pw-51d2"
 SECRETS = {"hfToken": FAKE_TOKEN, "grafanaAdminPassword": FAKE_PASSWORD}
-MODES = ("agg", "disagg")
+from jobs.names import GRAPHS as MODES
 DGD_TYPE = "kubernetes:nvidia.com/v1alpha1:DynamoGraphDeployment"
 DEV_CONFIG = offline.stack_config(str(REPO / "Pulumi.dev.yaml"))
 
@@ -237,7 +237,7 @@ def test_destroy_removes_the_graph_while_the_operator_and_crds_exist(remove_crds
     """Destroy runs in reverse dependency order: the DGD goes first, while the Dynamo operator
     (which runs its finalizers) and the CRDs still exist; then the platform; the CRDs last,
     or never when Helm's keep policy stays (destroy.removeDynamoCrds false)."""
-    recording = offline.run_lab({**DEV_CONFIG, "destroy": {"removeDynamoCrds": remove_crds}})
+    recording = offline.run_program({**DEV_CONFIG, "destroy": {"removeDynamoCrds": remove_crds}})
     dgd = recording.one(DGD_TYPE)
     charts = {r.inputs.get("chart"): r for r in recording.resources.values() if r.type in synth.HELM_TYPES}
     platform, crds = charts["dynamo-platform"], charts["dynamo-crds"]
@@ -289,7 +289,7 @@ def test_cli_writes_then_rewrites_its_directory(tmp_path, capsys):
 def test_cli_refuses_a_directory_it_did_not_write(tmp_path, capsys):
     (tmp_path / "mine.txt").write_text("keep me")
     assert cli.main(["synth", "--out", str(tmp_path)]) == 2
-    assert "not written by lab synth" in capsys.readouterr().err
+    assert "not written by benchlab synth" in capsys.readouterr().err
     assert (tmp_path / "mine.txt").read_text() == "keep me"
 
 

@@ -11,22 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from bench_jobs import aiperf_argv, modes, seq_dist
-from components import benchmarks, serving_graph
+from jobs import aiperf_argv, modes, names, seq_dist
+from components import benchmark_jobs
+from stacks import serving_spec
 from components.base import HF_TOKEN_KEY, HF_TOKEN_SECRET
 from components.cluster import ROLE_LABEL
-from lab import offline
+from cli import offline
 
 JOB = "kubernetes:batch/v1:Job"
 PVC = "kubernetes:core/v1:PersistentVolumeClaim"
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
-DGD = f"kubernetes:{serving_graph.API_VERSION}:{serving_graph.KIND}"
+DGD = f"kubernetes:{serving_spec.API_VERSION}:{serving_spec.KIND}"
 RELEASE = "kubernetes:helm.sh/v3:Release"
 NODE_GROUP = "eks:index:ManagedNodeGroup"
 HF_TOKEN = "hf_TESTTOKEN_0123456789abcdef"
 GRAFANA_PASSWORD = "grafana-TEST-password-42"
 SECRETS = {"hfToken": HF_TOKEN, "grafanaAdminPassword": GRAFANA_PASSWORD}
-MODE_ORDER = [name.replace("_", "-") for name in modes.MODE_NAMES]
+MODE_ORDER = [name.replace("_", "-") for name in names.MODES]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def lab_runs():
         if key not in cache:
             config = {**dev, **(overrides or {})}
             config["serving"] = {**dev["serving"], **config.get("serving", {}), "mode": mode}
-            cache[key] = offline.run_lab(config, secrets)
+            cache[key] = offline.run_program(config, secrets)
         return cache[key]
     return get
 
@@ -51,7 +52,7 @@ def named(recording: offline.Recording, type_: str, suffix: str) -> offline.Reso
     return found[0]
 
 
-def bench_jobs(recording) -> list[offline.Resource]:
+def benchmark_job_resources(recording) -> list[offline.Resource]:
     return [named(recording, JOB, f"-bench-{mode}") for mode in MODE_ORDER]
 
 
@@ -106,7 +107,7 @@ def test_graph_waits_for_download_platform_gpu_operator_and_its_gpu_nodes(lab_ru
 @pytest.mark.parametrize("mode", ["agg", "disagg"])
 def test_benchmarks_run_one_after_another_then_the_export(lab_runs, mode):
     rec = lab_runs(mode)
-    jobs = bench_jobs(rec)
+    jobs = benchmark_job_resources(rec)
     (dgd,) = rec.of_type(DGD)
     assert rec.waits_for(jobs[0], dgd)
     for earlier, later in zip(jobs, jobs[1:]):
@@ -131,7 +132,7 @@ def test_every_object_in_the_lab_namespace_waits_for_it(lab_runs, mode):
 def test_benchmark_jobs_wait_for_their_service_account(lab_runs):
     rec = lab_runs("agg")
     account = named(rec, "kubernetes:core/v1:ServiceAccount", "-bench-runner")
-    assert rec.waits_for(bench_jobs(rec)[0], account)
+    assert rec.waits_for(benchmark_job_resources(rec)[0], account)
 
 
 # --- model store -------------------------------------------------------------------------------
@@ -242,11 +243,11 @@ def test_disagg_decode_on_a_node_with_an_efa_per_worker_requests_it():
     from stacks import config
     cfg = config.parse({"serving": {"mode": "disagg"},
                         "nodeGroups": {"decode": {"instanceType": "g6e.24xlarge", "count": 4, "diskGib": 500}}})
-    decode = serving_graph.graph_manifest(cfg)["spec"]["services"]["VllmDecodeWorker"]
+    decode = serving_spec.graph_manifest(cfg)["spec"]["services"]["VllmDecodeWorker"]
     assert decode["resources"]["requests"]["custom"] == {"vpc.amazonaws.com/efa": "1"}
-    assert serving_graph.graph_warnings(cfg) == []
+    assert serving_spec.graph_warnings(cfg) == []
     default = config.parse({"serving": {"mode": "disagg"}})
-    (warning,) = serving_graph.graph_warnings(default)
+    (warning,) = serving_spec.graph_warnings(default)
     assert "decode workers get no EFA interface" in warning
 
 
@@ -265,7 +266,7 @@ def _arg(args: list[str], flag: str) -> str:
 # --- benchmarks --------------------------------------------------------------------------------
 def recorded_plan(rec) -> dict:
     plan_map = named(rec, CONFIG_MAP, "-bench-plan")
-    return json.loads(plan_map.plain_inputs()["data"][benchmarks.PLAN_FILE])
+    return json.loads(plan_map.plain_inputs()["data"][benchmark_jobs.PLAN_FILE])
 
 
 def test_benchmark_jobs_timeouts_follow_their_planned_durations(lab_runs):
@@ -273,26 +274,26 @@ def test_benchmark_jobs_timeouts_follow_their_planned_durations(lab_runs):
     for overrides in (None, {"bench": short}):
         rec = lab_runs("agg", overrides)
         plan = modes.plan_from_mapping(recorded_plan(rec)["bench"])
-        for job, mode in zip(bench_jobs(rec), plan.modes()):
+        for job, mode in zip(benchmark_job_resources(rec), plan.modes()):
             deadline = int(job.plain_inputs()["spec"]["activeDeadlineSeconds"])
-            assert deadline == benchmarks.job_timeout_seconds(mode) > mode.planned_seconds
+            assert deadline == benchmark_jobs.job_timeout_seconds(mode) > mode.planned_seconds
             assert job.custom_timeouts["create"] == f"{-(-deadline // 60) + 1}m"
-    sweep = bench_jobs(lab_runs("agg", {"bench": short}))[0]
-    assert sweep.plain_inputs()["spec"]["activeDeadlineSeconds"] == benchmarks.job_timeout_seconds(
+    sweep = benchmark_job_resources(lab_runs("agg", {"bench": short}))[0]
+    assert sweep.plain_inputs()["spec"]["activeDeadlineSeconds"] == benchmark_jobs.job_timeout_seconds(
         modes.plan_from_mapping(short).concurrency_sweep)
 
 
 def test_benchmark_jobs_run_the_entrypoint_on_cpu_nodes(lab_runs):
     rec = lab_runs("agg")
-    for index, (job, mode) in enumerate(zip(bench_jobs(rec), modes.MODE_NAMES)):
+    for index, (job, mode) in enumerate(zip(benchmark_job_resources(rec), names.MODES)):
         pod = job.plain_inputs()["spec"]["template"]["spec"]
         main = container(job)
         env = env_of(main)
         assert env["BENCH_MODE"] == mode
         assert env["ALLOCATE_RUN"] == ("1" if index == 0 else "0")  # only the first makes a run id
         assert main["image"] == "nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.9.1"
-        assert main["command"] == ["python3", "-m", "bench_jobs.entrypoint"]
-        assert pod["serviceAccountName"] == benchmarks.SERVICE_ACCOUNT
+        assert main["command"] == ["python3", "-m", "jobs.entrypoint"]
+        assert pod["serviceAccountName"] == benchmark_jobs.SERVICE_ACCOUNT
         assert pod["nodeSelector"] == {ROLE_LABEL: "system"} and "tolerations" not in pod
         mounts = {m["mountPath"]: m.get("readOnly", False) for m in main["volumeMounts"]}
         assert mounts["/results"] is False and mounts["/models"] is True
@@ -300,7 +301,7 @@ def test_benchmark_jobs_run_the_entrypoint_on_cpu_nodes(lab_runs):
 
 def test_every_job_runs_restricted_and_only_the_benchmarks_hold_an_api_token(lab_runs):
     rec = lab_runs("agg")
-    benchmark_names = {job.name for job in bench_jobs(rec)}
+    benchmark_names = {job.name for job in benchmark_job_resources(rec)}
     for job in rec.of_type(JOB):
         pod = job.plain_inputs()["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
@@ -332,7 +333,7 @@ def test_run_plan_records_the_graph_and_hashes_what_makes_a_run(lab_runs):
     changed = recorded_plan(lab_runs("agg", {"bench": {"multiTurn": {"turns": 3}}}))
     assert changed["config_hash"] != agg["config_hash"]
     hashes = {job.plain_inputs()["spec"]["template"]["metadata"]["annotations"]["benchlab.io/config-hash"]
-              for job in bench_jobs(lab_runs("agg"))}
+              for job in benchmark_job_resources(lab_runs("agg"))}
     assert hashes == {agg["config_hash"]}  # a new hash is a new pod template: new Jobs, a new run
 
 

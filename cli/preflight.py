@@ -1,0 +1,321 @@
+"""`benchlab preflight`: will the stack come up? Read-only AWS checks before any money is spent.
+
+For the stack's region and GPU zone: credentials; each instance type offered where its node
+group goes; EFA on the GPU types; on-demand vCPU quotas (P, G, Standard) against what the node
+groups need; the EKS version; capacity reservations the GPU node groups could use.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from cli import stack_file
+from cli.cost import nodes_up
+from jobs.names import GRAPHS, NODE_GROUPS
+from stacks.config import StackConfig
+from facts.instances import facts, quota_family
+
+HELP = "check credentials, GPU capacity, EFA, quotas and the EKS version before `pulumi up`"
+
+Status = Literal["pass", "warn", "fail", "skip"]
+
+# Service Quotas codes of the on-demand vCPU quotas (service code "ec2").
+QUOTA_CODES = {
+    "P": "L-417A185B",  # Running On-Demand P instances
+    "G": "L-DB2E81BA",  # Running On-Demand G and VT instances
+    "Standard": "L-1216C47A",  # Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances
+}
+# What a call to AWS can raise: refused (ClientError) or not made (no credentials, network).
+_AWS_ERRORS = (BotoCoreError, ClientError)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class AwsClients:
+    sts: Any
+    ec2: Any
+    eks: Any
+    quotas: Any
+
+    @classmethod
+    def create(cls, region: str, profile: str | None = None) -> "AwsClients":
+        import boto3
+
+        session = boto3.Session(profile_name=profile, region_name=region)
+        return cls(*(session.client(name) for name in ("sts", "ec2", "eks", "service-quotas")))
+
+
+# ---------------------------------------------------------------------------------------
+# The checks
+# ---------------------------------------------------------------------------------------
+def run_checks(cfg: StackConfig, clients: AwsClients) -> list[Check]:
+    identity = check_credentials(clients.sts)
+    if identity.status == "fail":
+        return [identity, Check("other checks", "skip", "they need working credentials")]
+    return [identity,
+            *check_offerings(cfg, clients.ec2),
+            *check_efa(cfg, clients.ec2),
+            *check_quotas(cfg, clients.quotas, clients.ec2),
+            check_eks_version(cfg, clients.eks),
+            check_capacity_reservations(cfg, clients.ec2)]
+
+
+def check_credentials(sts) -> Check:
+    try:
+        who = sts.get_caller_identity()
+    except _AWS_ERRORS as err:
+        return Check("credentials", "fail", str(err),
+                     "configure AWS credentials (aws configure, AWS_PROFILE or --profile, "
+                     "or aws sso login) for the account the lab goes into")
+    return Check("credentials", "pass", f"account {who['Account']} as {who['Arn']}")
+
+
+def check_offerings(cfg: StackConfig, ec2) -> list[Check]:
+    """Each node group's instance type offered in the zones its nodes go to."""
+    types = _instance_types(cfg)
+    try:
+        zones_of = _offered_zones(ec2, sorted(set(types.values())))
+    except _AWS_ERRORS as err:
+        return [_api_failure("instance type offerings", err, "ec2:DescribeInstanceTypeOfferings")]
+    gpu_types = _gpu_types(cfg)
+    good_zones = sorted(set.intersection(*(zones_of[t] for t in gpu_types)))
+    checks = []
+    for role in NODE_GROUPS:
+        itype = types[role]
+        wanted = cfg.availability_zones if role == "system" else (cfg.gpu_availability_zone,)
+        missing = [z for z in wanted if z not in zones_of[itype]]
+        name = f"{role} {itype} offered"
+        if not missing:
+            checks.append(Check(name, "pass", f"in {', '.join(wanted)}"))
+        elif role == "system":
+            checks.append(Check(name, "fail", f"not offered in {', '.join(missing)}",
+                                f"choose availabilityZones among {_zones(zones_of[itype])} "
+                                "or another nodeGroups.system.instanceType"))
+        else:
+            fix = (f"set gpuAvailabilityZone to one of {', '.join(good_zones)} (zones offering "
+                   f"{' and '.join(gpu_types)}) and list it in availabilityZones"
+                   if good_zones else
+                   f"no zone of {cfg.region} offers {' and '.join(gpu_types)}: choose another "
+                   "region or instance type")
+            checks.append(Check(name, "fail", f"not offered in {cfg.gpu_availability_zone} "
+                                f"(offered in {_zones(zones_of[itype])})", fix))
+    return checks
+
+
+def _offered_zones(ec2, types: list[str]) -> dict[str, set[str]]:
+    zones: dict[str, set[str]] = {t: set() for t in types}
+    pages = ec2.get_paginator("describe_instance_type_offerings").paginate(
+        LocationType="availability-zone", Filters=[{"Name": "instance-type", "Values": types}])
+    for page in pages:
+        for offer in page["InstanceTypeOfferings"]:
+            zones[offer["InstanceType"]].add(offer["Location"])
+    return zones
+
+
+def check_efa(cfg: StackConfig, ec2) -> list[Check]:
+    """EFA on every GPU type, with at least the interfaces the node group attaches."""
+    gpu_types = _gpu_types(cfg)
+    try:
+        described = ec2.describe_instance_types(InstanceTypes=gpu_types)["InstanceTypes"]
+    except _AWS_ERRORS as err:
+        return [_api_failure("EFA support", err, "ec2:DescribeInstanceTypes")]
+    network = {d["InstanceType"]: d.get("NetworkInfo", {}) for d in described}
+    checks = []
+    for itype in gpu_types:
+        info = network.get(itype, {})
+        most = (info.get("EfaInfo") or {}).get("MaximumEfaInterfaces", 0)
+        wanted = facts(itype).efa_interfaces
+        name = f"EFA on {itype}"
+        if not info.get("EfaSupported"):
+            checks.append(Check(name, "fail", "EFA not supported",
+                                "choose an EFA-capable GPU type for the node group (NIXL KV "
+                                "transfer between prefill and decode runs over EFA)"))
+        elif most < wanted:
+            checks.append(Check(name, "fail", f"at most {most} EFA interfaces, the node group "
+                                f"attaches {wanted}", "correct efa_interfaces of "
+                                f"{itype} in facts/instances.py"))
+        else:
+            checks.append(Check(name, "pass", f"supported, up to {most} interfaces "
+                                f"(node group attaches {wanted})"))
+    return checks
+
+
+def vcpus_needed(cfg: StackConfig) -> dict[str, int]:
+    """On-demand vCPUs per quota family at the campaign's peak: the larger of its two
+    serving modes (the idle GPU group is at 0 nodes when scaleUnusedGpuGroupToZero)."""
+    peak: dict[str, int] = {}
+    for graph in GRAPHS:
+        need: dict[str, int] = {}
+        for role, nodes in nodes_up(cfg, graph).items():
+            itype = getattr(cfg.node_groups, role).instance_type
+            need[quota_family(itype)] = need.get(quota_family(itype), 0) + facts(itype).vcpus * nodes
+        for family, vcpus in need.items():
+            peak[family] = max(peak.get(family, 0), vcpus)
+    return peak
+
+
+def check_quotas(cfg: StackConfig, quotas, ec2) -> list[Check]:
+    try:
+        in_use = _running_vcpus(ec2)
+    except _AWS_ERRORS as err:
+        return [_api_failure("vCPU quotas", err, "ec2:DescribeInstances")]
+    checks = []
+    for family, need in sorted(vcpus_needed(cfg).items()):
+        name = f"on-demand {family} vCPU quota"
+        try:
+            quota = _quota_value(quotas, QUOTA_CODES[family])
+        except _AWS_ERRORS as err:
+            checks.append(_api_failure(name, err, "servicequotas:GetServiceQuota"))
+            continue
+        used = in_use.get(family, 0)
+        detail = f"quota {quota:g}, in use {used}, the lab needs {need}"
+        if used + need <= quota:
+            checks.append(Check(name, "pass", detail))
+        else:
+            checks.append(Check(name, "fail", detail,
+                                f"request at least {used + need} vCPUs: aws service-quotas "
+                                f"request-service-quota-increase --service-code ec2 --quota-code "
+                                f"{QUOTA_CODES[family]} --desired-value {used + need} "
+                                f"--region {cfg.region} (or stop instances using it)"))
+    return checks
+
+
+def _quota_value(quotas, code: str) -> float:
+    """The account's applied quota; an account that never changed it has only the default."""
+    try:
+        return quotas.get_service_quota(ServiceCode="ec2", QuotaCode=code)["Quota"]["Value"]
+    except quotas.exceptions.NoSuchResourceException:
+        return quotas.get_aws_default_service_quota(ServiceCode="ec2", QuotaCode=code)["Quota"]["Value"]
+
+
+def _running_vcpus(ec2) -> dict[str, int]:
+    """vCPUs of the account's running instances per quota family. Usage counts the instance
+    type's default vCPUs, whatever CPU options an instance was started with."""
+    running: dict[str, int] = {}
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
+    for page in pages:
+        for reservation in page["Reservations"]:
+            for instance in reservation["Instances"]:
+                running[instance["InstanceType"]] = running.get(instance["InstanceType"], 0) + 1
+    used: dict[str, int] = {}
+    if running:
+        described = ec2.describe_instance_types(InstanceTypes=sorted(running))["InstanceTypes"]
+        for d in described:
+            family = quota_family(d["InstanceType"])
+            vcpus = d["VCpuInfo"]["DefaultVCpus"] * running[d["InstanceType"]]
+            used[family] = used.get(family, 0) + vcpus
+    return used
+
+
+def check_eks_version(cfg: StackConfig, eks) -> Check:
+    version = cfg.kubernetes_version
+    name = f"EKS {version}"
+    try:
+        found = eks.describe_cluster_versions(clusterVersions=[version])["clusterVersions"]
+    except _AWS_ERRORS as err:
+        return _api_failure(name, err, "eks:DescribeClusterVersions")
+    status = found[0].get("versionStatus", "") if found else ""
+    if status == "STANDARD_SUPPORT":
+        return Check(name, "pass", f"available in {cfg.region}, standard support")
+    if status == "EXTENDED_SUPPORT":
+        return Check(name, "warn", "in extended support: the control plane costs $0.60/h "
+                     "instead of $0.10/h", "set kubernetesVersion to a version in standard support")
+    return Check(name, "fail", f"not offered in {cfg.region} ({status or 'unknown version'})",
+                 "set kubernetesVersion to a version EKS offers (aws eks describe-cluster-versions)")
+
+
+def check_capacity_reservations(cfg: StackConfig, ec2) -> Check:
+    gpu_types = _gpu_types(cfg)
+    name = "capacity reservations"
+    try:
+        found = ec2.describe_capacity_reservations(Filters=[
+            {"Name": "instance-type", "Values": gpu_types},
+            {"Name": "state", "Values": ["active", "scheduled"]}])["CapacityReservations"]
+    except _AWS_ERRORS as err:
+        return _api_failure(name, err, "ec2:DescribeCapacityReservations")
+    usable = [r for r in found if r["AvailabilityZone"] == cfg.gpu_availability_zone
+              and r.get("InstanceMatchCriteria") == "open"
+              and r.get("ReservationType", "default") == "default" and r["State"] == "active"]
+    if usable:
+        return Check(name, "pass", "open reservations in the GPU zone, used automatically: "
+                     + "; ".join(map(_describe_reservation, usable)))
+    if found:
+        return Check(name, "warn", "reservations the node groups will not use as configured: "
+                     + "; ".join(map(_describe_reservation, found)),
+                     "an open reservation in gpuAvailabilityZone is used automatically; a targeted "
+                     "one or a Capacity Block must be named in the node groups' launch template")
+    return Check(name, "warn", f"none for {', '.join(gpu_types)}: on-demand GPU capacity is not "
+                 "guaranteed (InsufficientInstanceCapacity)",
+                 "optional: an On-Demand Capacity Reservation or a Capacity Block in "
+                 f"{cfg.gpu_availability_zone} makes the GPU node groups' start certain")
+
+
+def _describe_reservation(r: dict) -> str:
+    return (f"{r['CapacityReservationId']} {r['InstanceType']} in {r['AvailabilityZone']} "
+            f"{r.get('AvailableInstanceCount', 0)}/{r.get('TotalInstanceCount', 0)} available, "
+            f"{r.get('InstanceMatchCriteria', '?')}, {r.get('ReservationType', 'default')}, "
+            f"{r['State']}")
+
+
+def _instance_types(cfg: StackConfig) -> dict[str, str]:
+    return {role: getattr(cfg.node_groups, role).instance_type for role in NODE_GROUPS}
+
+
+def _gpu_types(cfg: StackConfig) -> list[str]:
+    """Both GPU groups' types: a campaign runs agg and disagg, so both must be available."""
+    return sorted({cfg.node_groups.prefill.instance_type, cfg.node_groups.decode.instance_type})
+
+
+def _zones(zones: set[str]) -> str:
+    return ", ".join(sorted(zones)) or "no zone of the region"
+
+
+def _api_failure(name: str, err: Exception, action: str) -> Check:
+    return Check(name, "fail", f"AWS refused or failed: {err}",
+                 f"allow {action} for these credentials, then run preflight again")
+
+
+# ---------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    stack_file.add_stack_argument(parser)
+    parser.add_argument("--profile", help="AWS profile to use (default: the usual boto3 chain)")
+    parser.add_argument("--json", action="store_true", help="print the checks as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = stack_file.load(args.stack).config()
+    checks = run_checks(cfg, AwsClients.create(cfg.region, args.profile))
+    if args.json:
+        print(json.dumps([dataclasses.asdict(c) for c in checks], indent=2))
+    else:
+        print(f"preflight of stack {args.stack}: region {cfg.region}, "
+              f"GPU zone {cfg.gpu_availability_zone}")
+        print(render(checks))
+    return 1 if any(c.status == "fail" for c in checks) else 0
+
+
+def render(checks: list[Check]) -> str:
+    width = max(len(c.name) for c in checks)
+    lines = []
+    for c in checks:
+        lines.append(f"{c.status.upper():<5} {c.name:<{width}}  {c.detail}")
+        if c.fix:
+            lines.append(f"{'':<5} {'':<{width}}  fix: {c.fix}")
+    failed = sum(c.status == "fail" for c in checks)
+    lines.append(f"{failed} check(s) failed" if failed else "all checks passed")
+    return "\n".join(lines)

@@ -1,0 +1,28 @@
+"""`benchlab report RESULTS_DIR [--out DIR]`: the markdown report, tables and plots of a results tree."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cli.cli import CliError
+
+HELP = ("Build report.md, CSV/JSON tables and PNG plots from AIPerf results: one run directory "
+        "(<root>/<run_id>) or a root holding several runs (the newest run of each graph is used).")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results_dir", type=Path, metavar="RESULTS_DIR",
+                        help="a run directory <root>/<run_id>, or a root holding several runs")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="where to write the report (default: RESULTS_DIR/report)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.results_dir.is_dir():
+        raise CliError(f"results directory {args.results_dir} does not exist")
+    # Imported here so that `benchlab --help`, which loads every command's options, skips matplotlib.
+    from report.render import build_report
+
+    path = build_report(args.results_dir, args.out or args.results_dir / "report")
+    print(f"report written to {path}")
+    return 0

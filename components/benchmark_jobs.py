@@ -1,0 +1,169 @@
+"""Benchmarks: the four AIPerf Jobs, strictly one after another, against the serving graph.
+
+Each Job runs `jobs.entrypoint` for one mode (code and the run plan mounted from
+ConfigMaps) in the vllm-runtime image, on a CPU node, writing to the results volume. Pulumi
+waits for each Job to complete, with a timeout derived from the mode's planned duration, and
+starts the next only then. The plan carries everything the run manifest records (versions,
+nodes, workers, the graph's spec) and a hash of it: a change of any of them, or of the code,
+gives new Jobs, so a new run; an unrelated change (say, monitoring retention) re-runs nothing.
+
+The Jobs' service account may read pods (in the lab namespace) and nodes, and nothing else:
+the manifest records which pod ran on which node and instance type.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from jobs import modes
+from components import job_code
+from components.base import PART_OF
+from components.model_store import MODEL_MOUNT, MODEL_PVC, OFFLINE_ENV, RESULTS_MOUNT, RESULTS_PVC
+
+SERVICE_ACCOUNT = "bench-runner"
+PLAN_MOUNT = "/opt/benchlab-plan"
+PLAN_FILE = "plan.json"
+# Before and after a mode's planned load: pip-installing the pinned AIPerf when the image's
+# differs, tokenizer load and dataset generation per call, and slack for a slow frontend.
+JOB_OVERHEAD_SECONDS = 600
+PLANNED_SLACK = 1.25  # load windows are wall-clock; drains and per-call start-up vary
+# A pod that fails for a reason outside AIPerf (node drained, volume hiccup) is retried; the
+# entrypoint keeps the earlier attempt and never overwrites finished modes.
+BENCH_BACKOFF_LIMIT = 2
+TERMINAL_ENV = {"NO_COLOR": "1", "TERM": "dumb", "TQDM_DISABLE": "1"}  # plain Job logs
+AIPERF_TARGET = f"{job_code.SCRATCH}/aiperf"  # the pinned AIPerf, when the image's differs
+
+
+def shipped_code() -> dict[str, str]:
+    """The benchmark Jobs' code ConfigMap: `jobs.entrypoint` and what it imports."""
+    return job_code.code_files("entrypoint")
+
+
+def shipped_code_sha() -> str:
+    """Digest of the benchmark Jobs' code: part of the run plan's hash."""
+    return job_code.digest(shipped_code())
+
+
+def job_timeout_seconds(mode: modes.Mode) -> int:
+    """How long a mode's Job may run: Kubernetes' deadline, and what Pulumi waits (plus a minute)."""
+    return math.ceil(mode.planned_seconds * PLANNED_SLACK) + JOB_OVERHEAD_SECONDS
+
+
+@dataclass(frozen=True)
+class BenchmarksArgs:
+    namespace: pulumi.Input[str]
+    plan: dict  # stacks.run_plan.run_plan(cfg, shipped_code_sha()): mounted as the Jobs' plan
+    modes: tuple[modes.Mode, ...]  # in the order they run
+    image: str  # vllm-runtime at the pinned Dynamo version: Python, and an AIPerf to start from
+    cpu_node_selector: dict[str, str]
+    depends_on: list[pulumi.Resource]  # the serving graph (Ready) and the volumes
+
+
+class Benchmarks(pulumi.ComponentResource):
+    jobs: list[k8s.batch.v1.Job]
+    plan: dict
+    plan_configmap: pulumi.Output[str]  # the results export reads the same plan
+
+    def __init__(self, name: str, args: BenchmarksArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("benchlab:workloads:Benchmarks", name, None, opts)
+        # Everything after the serving graph (so after the namespace and the volumes too).
+        child = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
+        code = shipped_code()
+        self.plan = args.plan
+
+        reader = self._reader_rbac(name, args.namespace, child)
+        code_map = job_code.immutable_config_map(f"{name}-code", args.namespace, code, child)
+        plan_map = job_code.immutable_config_map(
+            f"{name}-plan", args.namespace,
+            {PLAN_FILE: json.dumps(self.plan, indent=2, sort_keys=True)}, child)
+        self.plan_configmap = plan_map.metadata.name
+
+        self.jobs = []
+        previous: list[pulumi.Resource] = [*args.depends_on, *reader]
+        for index, mode in enumerate(args.modes):
+            spec = bench_job_spec(mode, self.plan["config_hash"], args, code_map.metadata.name,
+                                  plan_map.metadata.name, allocate_run=index == 0)
+            job = k8s.batch.v1.Job(
+                f"{name}-{mode.name.replace('_', '-')}",
+                metadata={"namespace": args.namespace, "labels": _labels(mode.name)},
+                spec=spec,
+                # strictly one after another
+                opts=job_code.job_options(self, previous, math.ceil(job_timeout_seconds(mode) / 60)))
+            self.jobs.append(job)
+            previous = [job]
+        self.register_outputs({"configHash": self.plan["config_hash"],
+                               "jobs": [job.metadata.name for job in self.jobs]})
+
+    @staticmethod
+    def _reader_rbac(name: str, namespace: pulumi.Input[str],
+                     child: pulumi.ResourceOptions) -> list[pulumi.Resource]:
+        """The Jobs' service account, allowed to read pods (here) and nodes; what the Jobs need."""
+        account = k8s.core.v1.ServiceAccount(
+            f"{name}-runner", metadata={"name": SERVICE_ACCOUNT, "namespace": namespace,
+                                        "labels": PART_OF}, opts=child)
+        subject = [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": namespace}]
+        read = ["get", "list"]
+        pods = k8s.rbac.v1.Role(
+            f"{name}-read-pods", metadata={"namespace": namespace, "labels": PART_OF},
+            rules=[{"apiGroups": [""], "resources": ["pods"], "verbs": read}], opts=child)
+        pods_binding = k8s.rbac.v1.RoleBinding(
+            f"{name}-read-pods", metadata={"namespace": namespace, "labels": PART_OF},
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": pods.metadata.name},
+            subjects=subject, opts=child)
+        # Nodes are cluster-scoped: a ClusterRole, still read-only and nodes only.
+        nodes = k8s.rbac.v1.ClusterRole(
+            f"{name}-read-nodes", metadata={"labels": PART_OF},
+            rules=[{"apiGroups": [""], "resources": ["nodes"], "verbs": read}], opts=child)
+        nodes_binding = k8s.rbac.v1.ClusterRoleBinding(
+            f"{name}-read-nodes", metadata={"labels": PART_OF},
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                      "name": nodes.metadata.name},
+            subjects=subject, opts=child)
+        return [account, pods_binding, nodes_binding]
+
+
+def _labels(mode: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "benchmark", "benchlab.io/mode": mode, **PART_OF}
+
+
+def bench_job_spec(mode: modes.Mode, config_hash: str, args: BenchmarksArgs,
+                   code_configmap: pulumi.Input[str], plan_configmap: pulumi.Input[str],
+                   allocate_run: bool) -> dict:
+    env = {"BENCH_MODE": mode.name, "PLAN_FILE": f"{PLAN_MOUNT}/{PLAN_FILE}",
+           "RESULTS_ROOT": RESULTS_MOUNT, "ALLOCATE_RUN": "1" if allocate_run else "0",
+           "AIPERF_TARGET": AIPERF_TARGET, **OFFLINE_ENV, **TERMINAL_ENV}
+    container = {
+        "name": "aiperf",
+        "image": args.image,
+        "command": ["python3", "-m", "jobs.entrypoint"],
+        "env": [*job_code.env_list(env),
+                # The Job's identity (its uid), so a retried pod keeps the run id its Job made.
+                {"name": "JOB_UID", "valueFrom": {"fieldRef": {
+                    "fieldPath": "metadata.labels['batch.kubernetes.io/controller-uid']"}}},
+                {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+        # AIPerf runs one process per worker: a few cores keep the client from being the limit.
+        "resources": {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "16Gi"}},
+        "volumeMounts": [{"name": "results", "mountPath": RESULTS_MOUNT},
+                         {"name": "model-store", "mountPath": MODEL_MOUNT, "readOnly": True},
+                         {"name": "plan", "mountPath": PLAN_MOUNT, "readOnly": True}],
+    }
+    return {
+        "backoffLimit": BENCH_BACKOFF_LIMIT,
+        "activeDeadlineSeconds": job_timeout_seconds(mode),
+        # No ttlSecondsAfterFinished: a Job Kubernetes deleted would be re-created (and re-run)
+        # by the next `pulumi up`.
+        "template": job_code.job_template(
+            container=container,
+            volumes=[{"name": "results", "persistentVolumeClaim": {"claimName": RESULTS_PVC}},
+                     {"name": "model-store", "persistentVolumeClaim": {
+                         "claimName": MODEL_PVC, "readOnly": True}},
+                     {"name": "plan", "configMap": {"name": plan_configmap}}],
+            code_configmap=code_configmap, node_selector=args.cpu_node_selector,
+            labels=_labels(mode.name), annotations={"benchlab.io/config-hash": config_hash},
+            # the manifest's pod -> node placement is read through the API
+            service_account=SERVICE_ACCOUNT, api_token=True),
+    }

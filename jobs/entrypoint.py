@@ -1,0 +1,159 @@
+"""The benchmark Job's entrypoint: run one mode's AIPerf calls and record how it went.
+
+`python -m jobs.entrypoint`, in the cluster, one Job per mode. It reads the run plan the
+Pulumi program rendered (PLAN_FILE: target, bench plan, what the manifest records), gets the
+run id (the first Job allocates it: jobs/runs.py), writes the run manifest (first Job),
+runs the mode through THE shared builder (jobs/aiperf_argv.py, one call per concurrency
+level: the cluster's aiperf takes one `--concurrency` value) and writes the mode's status.json.
+
+Results layout (jobs/run_manifest.py): <root>/<run_id>/<graph>/<mode>/<step>/...
+Nothing is overwritten: a mode already finished ok is skipped; the leftovers of an attempt
+that died are moved to <graph>/.attempts/ before the mode runs again.
+
+Exit codes: 0 when the mode ran, whether AIPerf succeeded or not (a failed mode is recorded in
+status.json, and the later modes still run; the results-export Job fails the deployment at the
+end if any mode failed); non-zero only when the Job itself could not work (no plan, no run id,
+results volume unwritable, AIPerf not installable), which the Job's pod retries.
+
+The cluster's image brings its own AIPerf; when its version is not the pinned one, the pinned
+one is installed into AIPERF_TARGET (an emptyDir) and run from there.
+
+No Pulumi import.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+from jobs import aiperf_argv, cluster_facts, model_download, modes, run_manifest, runs
+
+PROFILE = "cloud"
+SWEEP_STYLE = "per_level"
+ATTEMPTS_DIR = ".attempts"
+
+
+def now_iso(now: float | None = None) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
+
+
+def ensure_aiperf(version: str, target_dir: str | None, run: Callable = subprocess.run,
+                  environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The environment that runs the pinned AIPerf. The image's own when it is that version;
+    otherwise the pinned one is installed into `target_dir` (with its dependencies, leaving the
+    image's packages alone) and put first on PYTHONPATH."""
+    try:
+        installed = importlib.metadata.version("aiperf")
+    except importlib.metadata.PackageNotFoundError:
+        installed = None
+    if installed == version:
+        return dict(environ)
+    if target_dir is None:
+        raise RuntimeError(f"aiperf {installed or '(none)'} is installed, {version} is pinned, "
+                           "and no AIPERF_TARGET directory to install it into")
+    print(f"aiperf {installed or '(none)'} in the image; installing the pinned {version}", flush=True)
+    run([sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir", "--target", target_dir,
+         f"aiperf=={version}"], check=True)
+    path = os.pathsep.join(p for p in (target_dir, environ.get("PYTHONPATH")) if p)
+    return {**environ, "PYTHONPATH": path}
+
+
+def set_aside(mode_dir: Path) -> Path | None:
+    """Move an unfinished attempt out of the way (kept for diagnosis, never overwritten)."""
+    if not mode_dir.exists():
+        return None
+    attempts = mode_dir.parent / ATTEMPTS_DIR
+    attempts.mkdir(exist_ok=True)
+    number = 1
+    while (attempts / f"{mode_dir.name}-{number}").exists():
+        number += 1
+    target = attempts / f"{mode_dir.name}-{number}"
+    mode_dir.rename(target)
+    return target
+
+
+def run_mode(mode: modes.Mode, graph_dir: Path, target: aiperf_argv.Target,
+             run: Callable = subprocess.run, clock: Callable[[], float] = time.time,
+             env: Mapping[str, str] | None = None) -> run_manifest.ModeStatus:
+    """Run every AIPerf call of `mode`; write and return its status."""
+    mode_dir = graph_dir / mode.name
+    try:
+        finished = run_manifest.read_status(mode_dir)
+        if finished.status == "ok":
+            print(f"{mode.name}: finished ok earlier in this run; nothing to do", flush=True)
+            return finished
+    except run_manifest.ManifestError:
+        pass
+    moved = set_aside(mode_dir)
+    if moved:
+        print(f"{mode.name}: an earlier attempt was left unfinished; moved to {moved}", flush=True)
+    mode_dir.mkdir(parents=True)
+
+    calls = aiperf_argv.build_calls(mode, target, mode_dir, sweep_style=SWEEP_STYLE)
+    started, failures = now_iso(clock()), []
+    for call in calls:
+        print(f"{mode.name}/{call.step}: aiperf {' '.join(call.argv)}", flush=True)
+        result = run([sys.executable, "-m", "aiperf", *call.argv], env=env)
+        if result.returncode != 0:
+            failures.append(f"{call.step}: aiperf exited {result.returncode}")
+    status = run_manifest.ModeStatus(
+        status="failed" if failures else "ok", error="; ".join(failures) or None,
+        started=started, finished=now_iso(clock()),
+        planned_seconds=mode.planned_seconds, steps=[call.step for call in calls])
+    run_manifest.write_status(mode_dir, status)
+    print(f"{mode.name}: {status.status}" + (f" ({status.error})" if status.error else ""), flush=True)
+    return status
+
+
+def build_manifest(plan: dict, run_id: str, placement: list[dict], extra_versions: dict[str, str],
+                   created: str) -> run_manifest.RunManifest:
+    recorded = plan["manifest"]
+    return run_manifest.RunManifest(
+        run_id=run_id, graph=plan["graph"], simulated=False, profile=PROFILE, created=created,
+        versions={**recorded["versions"], **extra_versions},
+        model=recorded["model"],
+        nodes=[run_manifest.NodeGroup(**group) for group in recorded["nodes"]],
+        workers={role: run_manifest.WorkerSpec(**spec) for role, spec in recorded["workers"].items()},
+        extra={"config_hash": plan["config_hash"], "dgd_spec": recorded["dgd_spec"],
+               "placement": placement},
+    )
+
+
+def job_versions(plan: dict) -> dict[str, str]:
+    """What only the Job can see: the model commit it serves (from the download's marker)."""
+    marker = model_download.completed(Path(plan["model_dir"]), plan["manifest"]["model"],
+                                      plan["model_revision"])
+    return {"model_commit": marker["commit"]} if marker else {}
+
+
+def main(env: Mapping[str, str] = os.environ, run: Callable = subprocess.run) -> int:
+    plan = json.loads(Path(env["PLAN_FILE"]).read_text())
+    root = Path(env["RESULTS_ROOT"])
+    mode = getattr(modes.plan_from_mapping(plan["bench"]), env["BENCH_MODE"])
+    aiperf_env = ensure_aiperf(plan["aiperf_version"], env.get("AIPERF_TARGET"))
+
+    if env.get("ALLOCATE_RUN") == "1":
+        run_id = runs.allocate(root, plan["config_hash"], env["JOB_UID"])
+    else:
+        run_id = runs.current(root, plan["config_hash"])
+    graph_dir = root / run_id / plan["graph"]
+    print(f"run {run_id}, graph {plan['graph']}, mode {mode.name}", flush=True)
+
+    if not (graph_dir / run_manifest.MANIFEST_FILE).exists():
+        placement = cluster_facts.read_placement(env["POD_NAMESPACE"], plan["graph_name"],
+                                                 plan["node_role_label"])
+        manifest = build_manifest(plan, run_id, placement, job_versions(plan), now_iso())
+        run_manifest.write_manifest(graph_dir, manifest)
+
+    target = aiperf_argv.Target(**plan["target"])
+    run_mode(mode, graph_dir, target, run=run, env=aiperf_env)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

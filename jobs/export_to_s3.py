@@ -1,0 +1,76 @@
+"""The results-export Job: copy the run to S3, push its summary, then say how the run went.
+
+`python -m jobs.export_to_s3`, after the last benchmark Job. Uploads
+`<root>/<run_id>/` to `s3://<bucket>/<run_id>/` (the same layout `benchlab results pull` reads);
+objects already there with the same size are skipped, so a retried export resumes. The AWS
+credentials come from the Job's service account (IRSA: a role limited to the bucket).
+
+Exit code: 0 when the run is exported and every mode finished ok; 1 otherwise, after the
+upload, so `pulumi up` ends in an error that names the failed modes while their data is safe.
+
+No Pulumi import.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from jobs import names, push_summary, run_manifest, runs
+
+
+def upload_run(root: Path, run_id: str, bucket: str, s3: Any) -> tuple[int, int]:
+    """Upload one run directory; return (uploaded, skipped) file counts."""
+    prefix = f"{run_id}/"
+    existing = {item["Key"]: item["Size"]
+                for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                for item in page.get("Contents", [])}
+    uploaded = skipped = 0
+    run_dir = root / run_id
+    for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
+        key = prefix + path.relative_to(run_dir).as_posix()
+        if existing.get(key) == path.stat().st_size:
+            skipped += 1
+            continue
+        s3.upload_file(str(path), bucket, key)
+        uploaded += 1
+    return uploaded, skipped
+
+
+def unfinished_modes(graph_dir: Path, expected: list[str]) -> list[str]:
+    """The expected modes that did not finish ok, each with why."""
+    found = []
+    for mode in expected:
+        try:
+            status = run_manifest.read_status(graph_dir / mode)
+        except run_manifest.ManifestError as err:
+            found.append(f"{mode}: {err}")
+            continue
+        if status.status != "ok":
+            found.append(f"{mode}: {status.status}" + (f" ({status.error})" if status.error else ""))
+    return found
+
+
+def main(env: Mapping[str, str] = os.environ, s3: Any = None) -> int:
+    plan = json.loads(Path(env["PLAN_FILE"]).read_text())
+    root = Path(env["RESULTS_ROOT"])
+    run_id = runs.current(root, plan["config_hash"])
+    graph_dir = root / run_id / plan["graph"]
+    if s3 is None:
+        import boto3  # installed by the Job at start
+        s3 = boto3.client("s3")
+    uploaded, skipped = upload_run(root, run_id, env["RESULTS_BUCKET"], s3)
+    print(f"run {run_id}: {uploaded} files uploaded to s3://{env['RESULTS_BUCKET']}/{run_id}/, "
+          f"{skipped} already there", flush=True)
+
+    problems = push_summary.push_run(env["PUSHGATEWAY_URL"], run_id, graph_dir)
+    problems += unfinished_modes(graph_dir, list(names.MODES))
+    for problem in problems:
+        print(f"problem: {problem}", flush=True)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

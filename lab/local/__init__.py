@@ -1,1 +1,0 @@
-"""`lab local`: the lab's main job on this machine, simulated (Dynamo mocker, real AIPerf)."""

@@ -1,0 +1,31 @@
+"""The cloud lab a simulated run stands for, as recorded in its manifest.
+
+The mocker simulates the default cloud lab's graphs (stacks/config.py defaults); the report
+prices and labels a run by these nodes and workers, always with `simulated: true`.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from jobs import names, run_manifest
+from facts.versions import AIPERF_VERSION, DYNAMO_VERSION
+from stacks.config import StackConfig, Serving
+from facts.instances import facts
+
+
+def manifest(run_id: str, graph: str, profile: str, model: str,
+             created: str) -> run_manifest.RunManifest:
+    lab = StackConfig(serving=dataclasses.replace(Serving(), mode=graph))
+    roles = lab.worker_roles()  # role -> (node group, workers)
+    groups = [group for group in names.GPU_GROUPS
+              if group in {group for group, _ in roles.values()}]
+    return run_manifest.RunManifest(
+        run_id=run_id, graph=graph, simulated=True, profile=profile, created=created,
+        versions={"dynamo": DYNAMO_VERSION, "aiperf": AIPERF_VERSION}, model=model,
+        nodes=[run_manifest.NodeGroup(group, getattr(lab.node_groups, group).instance_type,
+                                      getattr(lab.node_groups, group).count,
+                                      facts(getattr(lab.node_groups, group).instance_type).gpus)
+               for group in groups],
+        workers={role: run_manifest.WorkerSpec(replicas=workers.replicas, tp=workers.tp)
+                 for role, (_, workers) in roles.items()},
+    )

@@ -1,0 +1,147 @@
+"""What the report reads: the newest run of each graph below a results directory, with every
+AIPerf export of every mode parsed, and every file that could not be used named as a problem."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jobs import exports
+from jobs.exports import ExportError, ProfileExport, RequestRecord
+from jobs.names import GRAPHS, MODES
+from jobs.run_manifest import (ManifestError, ModeStatus, RunManifest,
+                                     read_manifest, read_status)
+
+# Per-request records feed only the per-turn figures; other modes need the summaries alone.
+MODES_WITH_RECORDS = ("multi_turn",)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    problem: str
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One AIPerf run of a mode: its step label, its summary, and (multi-turn) its requests."""
+    step: str
+    export: ProfileExport
+    records: list[RequestRecord] | None = None
+
+
+@dataclass
+class GraphRun:
+    manifest: RunManifest
+    directory: Path
+    results: dict[str, list[StepResult]] = field(default_factory=dict)  # mode -> step results
+    statuses: dict[str, ModeStatus] = field(default_factory=dict)
+
+    @property
+    def graph(self) -> str:
+        return self.manifest.graph
+
+    @property
+    def label(self) -> str:
+        """How the graph is named in every table and plot: simulated runs say so."""
+        return f"{self.graph} (simulated)" if self.manifest.simulated else self.graph
+
+
+@dataclass
+class ReportInputs:
+    runs: list[GraphRun]  # at most one per graph, in GRAPHS order
+    problems: list[Problem]
+
+
+def load_results(results_dir: Path) -> ReportInputs:
+    problems: list[Problem] = []
+    runs = []
+    for graph in GRAPHS:
+        chosen = _newest_run(_graph_dirs(results_dir, graph), problems)
+        if chosen:
+            runs.append(_load_graph(chosen, problems))
+    return ReportInputs(runs=runs, problems=problems)
+
+
+def _graph_dirs(results_dir: Path, graph: str) -> list[Path]:
+    """`results_dir` is one run (`<run_id>/<graph>`) or a root holding several runs."""
+    if (results_dir / graph).is_dir():
+        return [results_dir / graph]
+    return sorted(path for path in results_dir.glob(f"*/{graph}") if path.is_dir())
+
+
+def _newest_run(graph_dirs: list[Path], problems: list[Problem]) -> tuple[Path, RunManifest] | None:
+    candidates = []
+    for graph_dir in graph_dirs:
+        try:
+            candidates.append((graph_dir, read_manifest(graph_dir)))
+        except ManifestError as err:
+            problems.append(Problem(err.path, f"{err.problem}; this graph's results are skipped: "
+                                              "without a manifest they cannot be labelled"))
+    if not candidates:
+        return None
+    return max(candidates, key=lambda candidate: (candidate[1].created, candidate[1].run_id))
+
+
+def _load_graph(chosen: tuple[Path, RunManifest], problems: list[Problem]) -> GraphRun:
+    graph_dir, manifest = chosen
+    run = GraphRun(manifest=manifest, directory=graph_dir)
+    for mode in MODES:
+        mode_dir = graph_dir / mode
+        if not mode_dir.is_dir():
+            continue
+        steps = sorted(path.name for path in mode_dir.iterdir() if path.is_dir())
+        try:
+            status = read_status(mode_dir)
+            run.statuses[mode] = status
+            steps = sorted(set(steps) | set(status.steps))
+        except ManifestError as err:
+            problems.append(Problem(err.path, err.problem))
+        run.results[mode] = [result for step in steps
+                             for result in _load_step(mode, mode_dir / step, problems)]
+    return run
+
+
+def _load_step(mode: str, step_dir: Path, problems: list[Problem]) -> list[StepResult]:
+    try:
+        run_dirs = exports.find_run_dirs(step_dir)
+    except ExportError as err:
+        problems.append(Problem(err.path, err.problem))
+        return []
+    summaries, failed = [], []
+    for run_dir in run_dirs:
+        try:
+            summaries.append(exports.parse_profile_export(run_dir / exports.PROFILE_EXPORT))
+        except ExportError as err:
+            failed.append(err)
+    stand_ins = _sweep_aggregate_levels(step_dir, failed, problems)
+    for err in failed:
+        level = exports.concurrency_from_dir_name(err.path.parent)
+        fate = ("figures of this level taken from the sweep aggregate" if level in stand_ins
+                else "skipped")
+        problems.append(Problem(err.path, f"{err.problem}; {fate}"))
+    return [StepResult(step_dir.name, summary, _records(summary, problems)
+                       if mode in MODES_WITH_RECORDS else None)
+            for summary in summaries + list(stand_ins.values())]
+
+
+def _sweep_aggregate_levels(step_dir: Path, failed: list[ExportError],
+                            problems: list[Problem]) -> dict[int, ProfileExport]:
+    """A list-style sweep's aggregate stands in for levels whose own summary is unusable."""
+    wanted = {exports.concurrency_from_dir_name(err.path.parent) for err in failed} - {None}
+    found: dict[int, ProfileExport] = {}
+    for path in sorted(step_dir.rglob(exports.SWEEP_AGGREGATE)) if wanted else []:
+        try:
+            found |= {level.concurrency: level for level in exports.parse_sweep_aggregate(path)
+                      if level.concurrency in wanted}
+        except ExportError as err:
+            problems.append(Problem(err.path, err.problem))
+    return found
+
+
+def _records(summary: ProfileExport, problems: list[Problem]) -> list[RequestRecord] | None:
+    try:
+        return exports.parse_request_records(summary.path.parent / exports.REQUEST_RECORDS)
+    except ExportError as err:
+        problems.append(Problem(err.path,
+                                f"{err.problem}; per-turn figures of this run are absent"))
+        return None

@@ -1,0 +1,164 @@
+"""The benchmark report: `report.md`, one CSV + JSON file per table, and PNG plots.
+
+Every figure comes from an AIPerf export (or from a manifest and the dated price table, for
+cost); a figure no export carries is absent, and every export that could not be used is named.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from report.cost_efficiency import PRICE_NOTE
+from report.inputs import GraphRun, ReportInputs, load_results
+from report.plots import SIMULATED_NOTE, draw_plots
+from report.tables import (Table, cost_table, multi_turn_tables, pareto_table,
+                                      prefix_cache_table, relative, sequence_distribution_table,
+                                      status_table, sweep_table)
+
+REPORT_FILE = "report.md"
+TABLES_DIR = "tables"
+ABSENT = "—"
+
+DEFINITIONS = """\
+- **TTFT**, **ITL**, **request latency**: AIPerf's per-request time to first token, inter-token
+  latency and end-to-end latency; p50/p99 are AIPerf's own percentiles over the profiling phase.
+- **output tok/s**: AIPerf's `output_token_throughput`, all output tokens over the benchmark
+  duration.
+- **tok/s/user**: AIPerf's `output_token_throughput_per_user`, the mean over requests of
+  1 / ITL, i.e. the decode speed one user sees. Used for every per-user figure and the Pareto plot.
+- **tok/s/GPU**: output tok/s divided by all GPUs of the manifest's nodes (prefill and decode).
+- **$/h**: on-demand price of the manifest's nodes; **$/1M output tokens** =
+  $/h / (output tok/s x 3600) x 1e6, at each concurrency level.
+- **CV**: coefficient of variation, AIPerf's per-request std / avg; **p99/p50** the tail ratio.
+  Together they are the spread of a sequence distribution.
+- **TTFT p50 reduction vs 0 %**: (TTFT p50 at 0 % hit - TTFT p50) / TTFT p50 at 0 % hit, same graph.
+- **conversation time**: first request start to last request end of each conversation, from
+  `profile_export.jsonl`; **cache hit (%)** is the share of prompt tokens the server reported as
+  cached (`prompt_tokens_details.cached_tokens`), absent where the serving side does not report it.
+- **Pareto-optimal**: no other level of the same graph has both more tok/s/user and more tok/s/GPU.
+"""
+
+
+def build_report(results_dir: Path, out_dir: Path) -> Path:
+    inputs = load_results(results_dir)
+    tables = _tables(inputs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / TABLES_DIR).mkdir(exist_ok=True)
+    for table in tables.values():
+        _write_table(table, out_dir / TABLES_DIR)
+    plots = draw_plots(tables, out_dir)
+    path = out_dir / REPORT_FILE
+    path.write_text(_markdown(results_dir, inputs, tables, plots, out_dir))
+    return path
+
+
+def _tables(inputs: ReportInputs) -> dict[str, Table]:
+    runs, problems = inputs.runs, inputs.problems
+    sweep = sweep_table(runs)
+    per_turn, conversations = multi_turn_tables(runs)
+    tables = [sweep, pareto_table(sweep), cost_table(runs, sweep, problems),
+              prefix_cache_table(runs, problems), sequence_distribution_table(runs),
+              conversations, per_turn, status_table(runs)]
+    return {table.name: table for table in tables}
+
+
+def _write_table(table: Table, directory: Path) -> None:
+    keys = [column.key for column in table.columns]
+    with open(directory / f"{table.name}.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows({key: row.get(key) for key in keys} for row in table.rows)
+    (directory / f"{table.name}.json").write_text(json.dumps(
+        {"title": table.title, "rows": [{key: row.get(key) for key in keys} for row in table.rows]},
+        indent=2) + "\n")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ABSENT
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown_table(table: Table) -> str:
+    if not table.rows:
+        return "No data: no usable export for this mode.\n"
+    columns = [column for column in table.columns if column.in_markdown]
+    lines = ["| " + " | ".join(column.header for column in columns) + " |",
+             "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(column.key)) for column in columns) + " |"
+              for row in table.rows]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown(results_dir: Path, inputs: ReportInputs, tables: dict[str, Table],
+              plots: dict[str, Path], out_dir: Path) -> str:
+    def section(title: str, names: list[str], note: str = "") -> list[str]:
+        parts = [f"## {title}\n"] + ([note] if note else [])
+        for name in names:
+            if len(names) > 1:
+                parts.append(f"### {tables[name].title}\n")
+            parts.append(_markdown_table(tables[name]))
+            parts.append(f"Tables: `{TABLES_DIR}/{name}.csv`, `{TABLES_DIR}/{name}.json`\n")
+            if name in plots:
+                parts.append(f"![{tables[name].title}]({relative(plots[name], out_dir)})\n")
+        return parts
+
+    simulated = [run for run in inputs.runs if run.manifest.simulated]
+    parts = [
+        "# Benchmark report: Dynamo aggregated vs disaggregated serving\n",
+        f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} "
+        f"from `{results_dir}`.\n",
+    ]
+    if simulated:
+        parts.append(f"> **{SIMULATED_NOTE}.** Rows and plot series labelled \"(simulated)\" "
+                     f"({', '.join(run.graph for run in simulated)}) ran against the local lab's "
+                     "mocker. Their costs are those of the configuration they stand for and are "
+                     "illustrative only, not measured GPU performance.\n")
+    parts += _sources(inputs.runs)
+    parts += _problems(inputs, results_dir)
+    parts += section("Concurrency sweep: agg vs disagg", ["concurrency_sweep"])
+    parts += section("Pareto: tokens/s per GPU vs tokens/s per user", ["pareto"])
+    parts += section("Cost efficiency", ["cost_efficiency"],
+                     f"{PRICE_NOTE}" + (" Costs of simulated runs are illustrative of the "
+                                        "configuration they stand for, not measured GPU "
+                                        "performance." if simulated else "") + "\n")
+    parts += section("Prefix-cache effect", ["prefix_cache"])
+    parts += section("Sequence-distribution stability", ["sequence_distribution"])
+    parts += section("Multi-turn", ["multi_turn", "multi_turn_per_turn"])
+    parts += section("Mode status", ["mode_status"])
+    parts += ["## Definitions\n", DEFINITIONS]
+    return "\n".join(parts)
+
+
+def _sources(runs: list[GraphRun]) -> list[str]:
+    if not runs:
+        return ["## Sources\n", "No run with a readable manifest was found.\n"]
+    lines = ["## Sources\n", "The newest run of each graph (by the manifest's `created`):\n",
+             "| graph | run id | created | profile | model | Dynamo | AIPerf | nodes | GPUs |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        manifest = run.manifest
+        aiperf = sorted({result.export.aiperf_version for results in run.results.values()
+                         for result in results} - {"unknown"})
+        lines.append("| " + " | ".join(_cell(value) for value in (
+            run.label, manifest.run_id, manifest.created, manifest.profile, manifest.model,
+            manifest.versions.get("dynamo"),
+            ", ".join(aiperf) or manifest.versions.get("aiperf"),
+            manifest.nodes_summary, manifest.total_gpus)) + " |")
+    return ["\n".join(lines) + "\n"]
+
+
+def _problems(inputs: ReportInputs, results_dir: Path) -> list[str]:
+    if not inputs.problems:
+        return ["## Problems\n", "None: every export found was used.\n"]
+    return ["## Problems\n",
+            "These files could not be used; everything else still counts.\n",
+            "\n".join(f"- `{relative(problem.path, results_dir)}`: {problem.problem}"
+                      for problem in inputs.problems) + "\n"]

@@ -1,0 +1,83 @@
+"""The layout's rules, checked on the source: layers import only downwards, and the code shipped
+into the cluster Jobs needs nothing the Jobs do not have."""
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+# package -> the project packages it may import (itself included). Top to bottom: the CLI;
+# the composition (stacks) and the local lab; components and the report; the Jobs' code; facts.
+ALLOWED = {
+    "cli": {"cli", "local_lab", "stacks", "components", "report", "jobs", "facts"},
+    "perf": {"cli", "local_lab", "stacks", "jobs", "facts"},
+    "local_lab": {"local_lab", "stacks", "jobs", "facts"},
+    "stacks": {"stacks", "components", "jobs", "facts"},
+    "components": {"components", "jobs", "facts"},
+    "report": {"report", "jobs", "facts"},
+    "jobs": {"jobs"},
+    "facts": {"facts"},
+}
+# The stack config sits below the composition: the CLI and the local lab read it alone.
+CONFIG_ALLOWED = {"stacks.config", "jobs", "facts"}
+# What a Job installs at start besides the standard library: the export Job's S3 client and the
+# download Job's hub client.
+JOB_THIRD_PARTY = {"boto3", "botocore", "huggingface_hub"}
+
+
+def project_imports(path: Path) -> set[str]:
+    """Dotted names of the project modules/packages `path` imports (any depth)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.split(".")[0] in ALLOWED}
+
+
+def modules(package: str) -> list[Path]:
+    return sorted((REPO / package).glob("*.py"))
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_layers_import_only_downwards(package):
+    wrong = {f"{path.relative_to(REPO)} imports {name}"
+             for path in modules(package) for name in project_imports(path)
+             if name.split(".")[0] not in ALLOWED[package]}
+    assert not wrong, sorted(wrong)
+
+
+def test_the_stack_config_is_below_the_composition():
+    imports = project_imports(REPO / "stacks" / "config.py")
+    assert {name for name in imports if not any(
+        name == allowed or name.startswith(allowed + ".") for allowed in CONFIG_ALLOWED)} == set()
+
+
+def test_components_take_values_not_the_stack_config():
+    users = [path.name for path in modules("components")
+             if any(name.startswith("stacks") for name in project_imports(path))]
+    assert users == []
+
+
+def test_shipped_job_code_needs_only_the_standard_library_and_what_jobs_install():
+    outside = set()
+    for path in modules("jobs"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top != "jobs" and top not in JOB_THIRD_PARTY:
+                    outside.add(f"{path.name}: {name}")
+    assert not outside, sorted(outside)
+
+
+def test_the_import_check_sees_a_violation(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from stacks.config import StackConfig\nimport report.render\n")
+    assert project_imports(bad) == {"stacks.config", "report.render"}
