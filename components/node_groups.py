@@ -22,8 +22,16 @@ from components.cluster import GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_GROUP_LABEL,
 GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
 CPU_AMI_TYPE = "AL2023_x86_64_STANDARD"
 ROOT_DEVICE = "/dev/xvda"  # AL2023's root volume
-NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy",
-                 "AmazonEC2ContainerRegistryReadOnly", "AmazonSSMManagedInstanceCore")
+# What a node itself needs: join the cluster and pull images. The VPC CNI has its own IRSA role
+# (components/cluster.py); SSM (`ssm:GetParameter*` on every parameter) only on request.
+NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly")
+SSM_POLICY = "AmazonSSMManagedInstanceCore"
+# One hop: the node's own processes (and hostNetwork pods: kubelet, aws-node, kube-proxy) reach
+# IMDS, a pod in its own network namespace does not, so no pod gets the node role's credentials:
+# https://docs.aws.amazon.com/eks/latest/best-practices/identity-and-access-management.html
+# (the EBS CSI node driver then reads its metadata from the Kubernetes API instead:
+# kubernetes-sigs/aws-ebs-csi-driver docs/install.md#metadata)
+IMDS_HOP_LIMIT = 1
 ETCD_PORT = 2379
 NATS_PORT = 4222
 EKS_NODE_GROUP_NAME_MAX = 63
@@ -50,6 +58,8 @@ class NodeGroupsArgs:
     vpc_id: pulumi.Input[str]
     cluster_security_group_id: pulumi.Input[str]
     groups: tuple[NodeGroupSpec, ...]
+    ssm_sessions: bool  # attach SSM_POLICY to the node role
+    joins_after: list[pulumi.Resource]  # what must exist before a node joins (the VPC CNI add-on)
     tags: dict[str, str]
 
 
@@ -61,6 +71,11 @@ def group_name(cluster_name: str, spec: NodeGroupSpec) -> str:
     digest = hashlib.sha256("|".join([spec.instance_type, ami, *spec.zones]).encode()).hexdigest()[:6]
     suffix = f"-{spec.role}-{digest}"
     return cluster_name[:EKS_NODE_GROUP_NAME_MAX - len(suffix)] + suffix
+
+
+def placement_roles(groups: tuple[NodeGroupSpec, ...]) -> list[str]:
+    """The roles that get a cluster placement group of their own: GPU groups with EFA."""
+    return [spec.role for spec in groups if spec.gpu and spec.efa_interfaces]
 
 
 def efa_network_interfaces(cards: int, security_group_ids: list[pulumi.Input[str]]) -> list[dict]:
@@ -80,17 +95,21 @@ class NodeGroups(pulumi.ComponentResource):
     names: dict[str, str]  # role -> EKS node group name
     system_security_group_id: pulumi.Output[str]
     gpu_security_group_id: pulumi.Output[str]
-    placement_group: aws.ec2.PlacementGroup
+    placement_groups: dict[str, aws.ec2.PlacementGroup]  # GPU role with EFA -> its own group
 
     def __init__(self, name: str, args: NodeGroupsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("benchlab:aws:NodeGroups", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        role, attachments = self._node_role(name, child)
+        role, attachments = self._node_role(name, args.ssm_sessions, child)
         system_sg, gpu_sg = self._security_groups(name, args.vpc_id, child)
-        # One cluster placement group for all GPU nodes: in disagg the KV cache moves from the
-        # prefill to the decode nodes, the path the benchmark measures.
-        self.placement_group = aws.ec2.PlacementGroup(f"{name}-gpu", strategy="cluster", opts=child)
+        # A cluster placement group per GPU role that uses EFA, none for a role without: one
+        # group shared by roles that scale at different times (p4d and g6e) invites
+        # InsufficientInstanceCapacity when the second role launches into the first one's spot:
+        # https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/placement-strategies.html#placement-groups-cluster
+        self.placement_groups = {
+            role: aws.ec2.PlacementGroup(f"{name}-{role}", strategy="cluster", opts=child)
+            for role in placement_roles(args.groups)}
 
         self.groups, self.names = {}, {}
         for spec in args.groups:
@@ -116,14 +135,15 @@ class NodeGroups(pulumi.ComponentResource):
                 if spec.gpu else None,
                 tags=args.tags,
                 # Nodes cannot join before their role may pull images and run the CNI.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=attachments),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*attachments, *args.joins_after]),
             )
 
         self.system_security_group_id = system_sg.id
         self.gpu_security_group_id = gpu_sg.id
-        self.register_outputs({"names": self.names, "placementGroup": self.placement_group.name})
+        self.register_outputs({"names": self.names, "placementGroups": {
+            role: group.name for role, group in self.placement_groups.items()}})
 
-    def _node_role(self, name: str, child: pulumi.ResourceOptions):
+    def _node_role(self, name: str, ssm_sessions: bool, child: pulumi.ResourceOptions):
         partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=self)).partition
         role = aws.iam.Role(f"{name}-node", opts=child, assume_role_policy=json.dumps({
             "Version": "2012-10-17",
@@ -132,7 +152,7 @@ class NodeGroups(pulumi.ComponentResource):
         attachments = [aws.iam.RolePolicyAttachment(
             f"{name}-node-{policy}", role=role.name, opts=child,
             policy_arn=partition.apply(lambda p, policy=policy: f"arn:{p}:iam::aws:policy/{policy}"))
-            for policy in NODE_POLICIES]
+            for policy in (*NODE_POLICIES, *([SSM_POLICY] if ssm_sessions else []))]
         return role, attachments
 
     def _security_groups(self, name: str, vpc_id: pulumi.Input[str], child: pulumi.ResourceOptions):
@@ -168,8 +188,9 @@ class NodeGroups(pulumi.ComponentResource):
                 "volume_size": spec.disk_gib, "volume_type": "gp3", "encrypted": "true",
                 "delete_on_termination": "true"}}],
             metadata_options={"http_endpoint": "enabled", "http_tokens": "required",
-                              "http_put_response_hop_limit": 2},
-            placement={"group_name": self.placement_group.name} if spec.gpu else None,
+                              "http_put_response_hop_limit": IMDS_HOP_LIMIT},
+            placement={"group_name": self.placement_groups[spec.role].name}
+            if spec.role in self.placement_groups else None,
             tag_specifications=[{"resource_type": kind, "tags": instance_tags}
                                 for kind in ("instance", "volume", "network-interface")],
             opts=child,

@@ -94,11 +94,13 @@ def aws_layer(ctx: StackContext) -> Infra:
     cluster = EksCluster(ctx.name, ClusterArgs(
         cluster_name=ctx.name, kubernetes_version=cfg.kubernetes_version, vpc_id=network.vpc_id,
         public_subnet_ids=network.public_subnet_ids, private_subnet_ids=network.private_subnet_ids,
-        public_access_cidrs=cfg.public_access_cidrs, tags=ctx.tags), opts=ctx.opts())
+        public_access_cidrs=cfg.public_access_cidrs, admin_principal_arns=cfg.cluster_access.admins,
+        log_retention_days=cfg.control_plane_logs.retention_days, tags=ctx.tags), opts=ctx.opts())
     nodes = NodeGroups(ctx.name, NodeGroupsArgs(
         cluster=cluster.cluster, cluster_name=ctx.name, kubernetes_version=cfg.kubernetes_version,
         vpc_id=network.vpc_id, cluster_security_group_id=cluster.security_group_id,
-        groups=_node_group_specs(cfg, network), tags=ctx.tags), opts=ctx.opts())
+        groups=_node_group_specs(cfg, network), ssm_sessions=cfg.cluster_access.node_ssm_sessions,
+        joins_after=[cluster.vpc_cni], tags=ctx.tags), opts=ctx.opts())
     storage = Storage(ctx.name, StorageArgs(
         cluster_name=ctx.name, vpc_id=network.vpc_id, node_subnet_ids=network.private_subnet_ids,
         node_security_group_ids=[nodes.system_security_group_id, nodes.gpu_security_group_id],

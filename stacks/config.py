@@ -24,6 +24,10 @@ TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
 SECRET_KEYS = ("hfToken", "grafanaAdminPassword")
 # The vllm-runtime image is ~20 GB compressed; containerd needs room to unpack it twice.
 MIN_GPU_DISK_GIB = 200
+IAM_PRINCIPAL_ARN = r"arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+"
+# CloudWatch Logs' allowed retentions (PutRetentionPolicy; 0 = never expire is not offered).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
+                      1827, 2192, 2557, 2922, 3288, 3653)
 
 
 AT_LEAST_ONE = limits(low=1)
@@ -120,13 +124,32 @@ class Destroy:
 
 
 @dataclass(frozen=True)
+class ClusterAccess:
+    # IAM role/user ARNs that become cluster admins (EKS access entries) beside the creator.
+    admins: tuple[str, ...] = ()
+    # The documented override that lets a /0 in publicAccessCidrs reach the EKS API.
+    allow_api_from_anywhere: bool = False
+    # AmazonSSMManagedInstanceCore on the node role (Session Manager into nodes): opt-in.
+    node_ssm_sessions: bool = False
+
+
+@dataclass(frozen=True)
+class ControlPlaneLogs:
+    # CloudWatch retention of the control-plane logs (api, audit, authenticator), days.
+    retention_days: int = 30
+
+
+@dataclass(frozen=True)
 class StackConfig:
     owner: str = "benchlab-operator"
     region: str = "us-east-1"
     availability_zones: tuple[str, ...] = ("us-east-1a", "us-east-1b")
     gpu_availability_zone: str = "us-east-1a"
     vpc_cidr: str = "10.42.0.0/16"
-    public_access_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    # Who may reach the EKS API from the internet: required, no default (see `load`).
+    public_access_cidrs: tuple[str, ...] = ()
+    cluster_access: ClusterAccess = ClusterAccess()
+    control_plane_logs: ControlPlaneLogs = ControlPlaneLogs()
     kubernetes_version: str = "1.32"
     node_groups: NodeGroups = NodeGroups()
     serving: Serving = Serving()
@@ -187,9 +210,7 @@ def _check(cfg: StackConfig) -> list[str]:
             ipaddress.IPv4Network(cidr)
         except ValueError as err:
             problems.append(f"{ns}:{key}: {cidr!r} is not an IPv4 CIDR ({err})")
-    if not cfg.public_access_cidrs:
-        problems.append(f"{ns}:publicAccessCidrs: empty; list the CIDRs that may reach the "
-                        "EKS API (e.g. your office's /32): `pulumi up` needs to reach it")
+    problems.extend(_check_api_access(cfg))
 
     if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", cfg.region):
         problems.append(f"{ns}:region: {cfg.region!r} is not an AWS region name (e.g. us-east-1)")
@@ -240,6 +261,34 @@ def _check(cfg: StackConfig) -> list[str]:
                             + (" (the lab is built for kube-prometheus-stack 65.x)"
                                if name == "kubePrometheusStack" else ""))
     return problems
+
+
+def _check_api_access(cfg: StackConfig) -> list[str]:
+    """Who reaches the cluster: no open endpoint without the override; admins as IAM ARNs;
+    a log retention CloudWatch accepts."""
+    ns, problems = NAMESPACE, []
+    for i, cidr in enumerate(cfg.public_access_cidrs):
+        if is_open_to_internet(cidr) and not cfg.cluster_access.allow_api_from_anywhere:
+            problems.append(f"{ns}:publicAccessCidrs[{i}]: {cidr!r} opens the EKS API to the whole "
+                            "internet; list your own CIDRs (e.g. your address /32), or set "
+                            f"{ns}:clusterAccess.allowApiFromAnywhere: true to accept that knowingly")
+    for i, arn in enumerate(cfg.cluster_access.admins):
+        # Access entries take IAM users and roles, not STS assumed-role session ARNs:
+        # https://docs.aws.amazon.com/eks/latest/userguide/creating-access-entries.html
+        if not re.fullmatch(IAM_PRINCIPAL_ARN, arn):
+            problems.append(f"{ns}:clusterAccess.admins[{i}]: {arn!r} is not an IAM role or user ARN "
+                            "(arn:aws:iam::<account>:role/<name> or :user/<name>)")
+    if cfg.control_plane_logs.retention_days not in LOG_RETENTION_DAYS:
+        problems.append(f"{ns}:controlPlaneLogs.retentionDays: {cfg.control_plane_logs.retention_days} "
+                        f"is not a CloudWatch retention; allowed: {', '.join(map(str, LOG_RETENTION_DAYS))}")
+    return problems
+
+
+def is_open_to_internet(cidr: str) -> bool:
+    try:
+        return ipaddress.IPv4Network(cidr).prefixlen == 0
+    except ValueError:
+        return False  # reported as not a CIDR
 
 
 def _check_workers(cfg: StackConfig) -> list[str]:
@@ -324,6 +373,10 @@ def load() -> tuple[StackConfig, Secrets]:
     raw, secret = raw_stack_config()
     problems = [f"{NAMESPACE}:{k}: is a secret; set it with `pulumi config set --secret {k}`"
                 for k in SECRET_KEYS if k in raw and k not in secret]
+    if not raw.get("publicAccessCidrs"):
+        problems.append(f"{NAMESPACE}:publicAccessCidrs: required, no default: the CIDRs that may "
+                        "reach the EKS API, e.g. `pulumi config set --path 'publicAccessCidrs[0]' "
+                        "\"$(curl -s https://checkip.amazonaws.com)/32\"`")
     try:
         cfg = parse(raw)
     except ConfigError as err:

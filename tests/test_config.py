@@ -29,7 +29,7 @@ def test_defaults_are_report_5_lab():
 def test_dev_stack_file_parses_to_the_defaults(dev_config):
     dev = config.parse(dev_config)
     assert dev.owner == "ml-infra"
-    assert dataclasses.replace(dev, owner=config.StackConfig().owner) == config.parse({})
+    assert dataclasses.replace(dev, owner=config.StackConfig().owner, public_access_cidrs=()) == config.parse({})
 
 
 def test_overrides_are_applied_and_typed():
