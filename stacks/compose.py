@@ -26,6 +26,7 @@ from components.results_export import ResultsExport, ResultsExportArgs
 from components.serving_graph import ServingGraph, ServingGraphArgs, frontend_url
 from components.storage import Storage, StorageArgs
 from facts.instances import facts
+from facts.node_capacity import NODE_LIMITS
 from jobs.names import GPU_GROUPS, NODE_GROUPS
 from stacks.config import Secrets, StackConfig
 from stacks.run_plan import run_plan
@@ -137,7 +138,8 @@ def _node_group_specs(cfg: StackConfig, network: Network) -> tuple[NodeGroupSpec
             role=role, instance_type=group.instance_type, desired_size=cfg.desired_nodes(role),
             max_size=group.count, disk_gib=group.disk_gib, gpu=gpu,
             efa_interfaces=facts(group.instance_type).efa_interfaces if gpu else 0,
-            subnet_ids=[network.private_subnet_by_zone[zone] for zone in zones], zones=zones))
+            subnet_ids=[network.private_subnet_by_zone[zone] for zone in zones], zones=zones,
+            instance_store=NODE_LIMITS[group.instance_type].instance_store_gb > 0))
     return tuple(specs)
 
 

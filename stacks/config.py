@@ -16,6 +16,7 @@ from facts import versions
 from jobs import modes, typed_mapping
 from jobs.names import NODE_GROUPS
 from jobs.typed_mapping import limits
+from facts import node_capacity
 from facts.instances import INSTANCE_FACTS
 
 NAMESPACE = "benchlab"
@@ -67,7 +68,7 @@ class Workers:
 @dataclass(frozen=True)
 class KvOffload:
     """KV block manager tiers behind the GPU cache (disagg prefill workers): host memory, then
-    the node's root volume (an emptyDir), which it shares with the images."""
+    an emptyDir on the node's instance store (RAID0), which it shares with the images."""
     cpu_cache_gib: int = field(default=64, metadata=AT_LEAST_ONE)
     disk_cache_gib: int = field(default=100, metadata=AT_LEAST_ONE)
 
@@ -170,6 +171,11 @@ class StackConfig:
         if self.serving.mode == "agg":
             return {"agg": ("prefill", self.serving.agg)}
         return {"prefill": ("prefill", self.serving.prefill), "decode": ("decode", self.serving.decode)}
+
+    def all_worker_roles(self) -> dict[str, tuple[str, Workers]]:
+        """Every role the config defines, whichever mode runs now."""
+        return {"agg": ("prefill", self.serving.agg), "prefill": ("prefill", self.serving.prefill),
+                "decode": ("decode", self.serving.decode)}
 
     def desired_nodes(self, group: Literal["system", "prefill", "decode"]) -> int:
         """Nodes to run in a group: the configured count, or 0 for a GPU group the
@@ -293,7 +299,8 @@ def is_open_to_internet(cidr: str) -> bool:
 
 def _check_workers(cfg: StackConfig) -> list[str]:
     problems = []
-    for role, (group_name, workers) in cfg.worker_roles().items():
+    # Every role, whatever serving.mode: the campaign switches modes with the same config.
+    for role, (group_name, workers) in cfg.all_worker_roles().items():
         key = f"{NAMESPACE}:serving.{role}"
         group: NodeGroup = getattr(cfg.node_groups, group_name)
         facts = INSTANCE_FACTS.get(group.instance_type)
@@ -308,25 +315,29 @@ def _check_workers(cfg: StackConfig) -> list[str]:
                             f"{workers.replicas * workers.tp} GPUs, more than the "
                             f"{facts.gpus * group.count} GPUs of nodeGroups.{group_name} "
                             f"({group.count} x {group.instance_type})")
-    if cfg.serving.mode == "disagg":
-        problems.extend(_check_kv_disk(cfg))
+    problems.extend(_check_kv_disk(cfg))
     return problems
 
 
 def _check_kv_disk(cfg: StackConfig) -> list[str]:
-    """The KV disk tier of every prefill worker on a node must fit beside the images."""
+    """The KV disk tier of every prefill worker on a node must fit on the disk its emptyDir
+    lands on (the instance store where there is one), beside the images."""
     group, workers = cfg.node_groups.prefill, cfg.serving.prefill
     facts = INSTANCE_FACTS.get(group.instance_type)
     if facts is None or not facts.gpus or workers.tp > facts.gpus:
         return []  # reported on their own keys
     per_node = facts.gpus // workers.tp
-    room = group.disk_gib - MIN_GPU_DISK_GIB
+    allocatable = node_capacity.allocatable(group.instance_type, facts.vcpus, facts.memory_gib,
+                                            group.disk_gib).ephemeral_gib
+    room = int(allocatable) - MIN_GPU_DISK_GIB
     if per_node * cfg.serving.kv_offload.disk_cache_gib <= room:
         return []
+    disk = ("its instance store" if node_capacity.NODE_LIMITS[group.instance_type].instance_store_gb
+            else f"nodeGroups.prefill.diskGib ({group.disk_gib})")
     return [f"{NAMESPACE}:serving.kvOffload.diskCacheGib: {cfg.serving.kv_offload.disk_cache_gib} GiB x "
-            f"{per_node} prefill workers per node exceeds the {room} GiB left on "
-            f"nodeGroups.prefill.diskGib ({group.disk_gib}) after {MIN_GPU_DISK_GIB} GiB for images; "
-            f"lower it to at most {room // per_node} or raise diskGib"]
+            f"{per_node} prefill workers per node exceeds the {room} GiB a {group.instance_type} "
+            f"node has on {disk} after {MIN_GPU_DISK_GIB} GiB for images; lower it to at most "
+            f"{room // per_node}"]
 
 
 # ---------------------------------------------------------------------------------------

@@ -212,7 +212,7 @@ def test_root_volumes_are_encrypted_gp3_of_the_configured_size(rec):
         [mapping] = template_of(rec, role)["blockDeviceMappings"]
         assert mapping["deviceName"] == "/dev/xvda"
         assert mapping["ebs"] == {"volumeSize": size, "volumeType": "gp3", "encrypted": "true",
-                                  "deleteOnTermination": "true"}
+                                  "deleteOnTermination": "true", "iops": 3000, "throughput": 125}
     bigger = run(nodeGroups={"prefill": {"instanceType": "p4d.24xlarge", "count": 2, "diskGib": 900}})
     assert template_of(bigger, "prefill")["blockDeviceMappings"][0]["ebs"]["volumeSize"] == 900
 
