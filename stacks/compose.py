@@ -28,7 +28,8 @@ from components.storage import Storage, StorageArgs
 from facts.instances import facts
 from facts.node_capacity import NODE_LIMITS
 from jobs.names import GPU_GROUPS, NODE_GROUPS
-from stacks.config import Secrets, StackConfig
+from stacks import pod_fit
+from stacks.config import ConfigError, Secrets, StackConfig
 from stacks.run_plan import run_plan
 from stacks.serving_spec import graph_manifest, graph_warnings, image
 
@@ -50,6 +51,10 @@ class StackContext:
 
 
 def build(cfg: StackConfig, secrets: Secrets, stack: str) -> None:
+    # Before any resource: a pod that fits no node would leave its Job Pending until its deadline.
+    unfit = pod_fit.problems(cfg)
+    if unfit:
+        raise ConfigError(unfit)
     tags = {"project": PROJECT, "stack": stack, "owner": cfg.owner}
     # Every AWS resource gets the tags through the provider's default tags, so a forgotten
     # lab can be found and its cost attributed.
