@@ -34,6 +34,10 @@ from stacks.run_plan import run_plan
 from stacks.serving_spec import graph_manifest, graph_warnings, image
 
 PROJECT = "benchlab"
+# Prefix of the workloads' resource names, which become Kubernetes object names (Jobs, ConfigMaps,
+# RBAC: `<resource name>-<8 hex>`). Not the stack name: the objects live in the stack's own
+# cluster, and a Job's name must stay within the 63 characters of its pods' job-name label.
+WORKLOADS = PROJECT
 
 
 @dataclass(frozen=True)
@@ -207,7 +211,7 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
     cpu_nodes = {ROLE_LABEL: "system"}
     token = platform.hf_token_secret
     # The download needs no GPU: it runs while the GPU node groups boot.
-    store = ModelStore(f"{ctx.name}-models", ModelStoreArgs(
+    store = ModelStore(f"{WORKLOADS}-models", ModelStoreArgs(
         namespace=namespace, storage_class=infra.efs_storage_class.metadata.name,
         model_id=cfg.model.id, revision=cfg.model.revision, model_store_gib=cfg.model.store_gib,
         results_gib=cfg.results.storage_gib,
@@ -218,7 +222,7 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
 
     used_groups = sorted({group for group, _ in cfg.worker_roles().values()})
     manifest = graph_manifest(cfg)
-    graph = ServingGraph(f"{ctx.name}-serving", ServingGraphArgs(
+    graph = ServingGraph(f"{WORKLOADS}-serving", ServingGraphArgs(
         manifest=manifest, namespace=namespace,
         ready_timeout_minutes=cfg.serving.ready_timeout_minutes,
         depends_on=[store.download, platform.dynamo_platform, platform.gpu_operator,
@@ -226,11 +230,11 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
                     *(infra.gpu_nodes[group] for group in used_groups)],
         warnings=tuple(graph_warnings(cfg))), opts=opts)
 
-    bench = Benchmarks(f"{ctx.name}-bench", BenchmarksArgs(
+    bench = Benchmarks(f"{WORKLOADS}-bench", BenchmarksArgs(
         namespace=namespace, plan=run_plan(cfg, shipped_code_sha()), modes=cfg.bench.modes(),
         image=image(cfg), cpu_node_selector=cpu_nodes,
         depends_on=[graph.graph, store.results_pvc]), opts=opts)
-    ResultsExport(f"{ctx.name}-export", ResultsExportArgs(
+    ResultsExport(f"{WORKLOADS}-export", ResultsExportArgs(
         namespace=namespace, region=cfg.region, bucket_name=infra.results_bucket.bucket,
         bucket_arn=infra.results_bucket.arn, oidc_provider_arn=infra.oidc_provider_arn,
         oidc_provider_url=infra.oidc_provider_url, pushgateway_url=platform.pushgateway_url,

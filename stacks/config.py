@@ -377,13 +377,32 @@ def raw_stack_config() -> tuple[dict[str, Any], set[str]]:
     return raw, secret
 
 
+# AWS names carry `benchlab-<stack>`: the EKS cluster's (letters, digits, - and _:
+# https://docs.aws.amazon.com/eks/latest/APIReference/API_CreateCluster.html) and IAM roles,
+# which Pulumi auto-names `<resource name>-<7 hex>` within IAM's 64 characters; the longest is
+# `benchlab-<stack>-aws-ebs-csi-driver`: 9 + stack + 19 + 8 <= 64. (Kubernetes names do not
+# carry the stack: tests/test_names.py renders the program with the longest stack name.)
+MAX_STACK_NAME = 64 - len("benchlab-") - len("-aws-ebs-csi-driver") - len("-0123456")
+STACK_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+
+
+def check_stack_name(stack: str) -> list[str]:
+    if re.fullmatch(STACK_NAME, stack) and len(stack) <= MAX_STACK_NAME:
+        return []
+    return [f"stack name {stack!r}: the lab's AWS names (EKS cluster benchlab-<stack>, IAM roles) "
+            f"need at most {MAX_STACK_NAME} characters of letters, digits, '-' and '_', starting "
+            "with a letter or digit; `pulumi stack rename` or init a stack with a shorter name"]
+
+
 def load() -> tuple[StackConfig, Secrets]:
     """Parse and validate the running stack's config; raise ConfigError on any problem."""
     import pulumi
 
     raw, secret = raw_stack_config()
-    problems = [f"{NAMESPACE}:{k}: is a secret; set it with `pulumi config set --secret {k}`"
-                for k in SECRET_KEYS if k in raw and k not in secret]
+    stack_problems = check_stack_name(pulumi.get_stack())
+    problems = stack_problems + [
+        f"{NAMESPACE}:{k}: is a secret; set it with `pulumi config set --secret {k}`"
+        for k in SECRET_KEYS if k in raw and k not in secret]
     if not raw.get("publicAccessCidrs"):
         problems.append(f"{NAMESPACE}:publicAccessCidrs: required, no default: the CIDRs that may "
                         "reach the EKS API, e.g. `pulumi config set --path 'publicAccessCidrs[0]' "
