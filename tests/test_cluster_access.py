@@ -12,6 +12,19 @@ from tests.conftest import REPO
 EKS = "eks:index:Cluster"
 LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
 DEV = offline.stack_config(str(REPO / "Pulumi.dev.yaml"))
+ADMINS = ["arn:aws:iam::123456789012:role/ci-deployer", "arn:aws:iam::123456789012:user/alice"]
+
+
+@pytest.fixture(scope="module")
+def dev():
+    return offline.run_program(DEV)
+
+
+@pytest.fixture(scope="module")
+def configured():
+    """The dev stack with every access setting away from its default."""
+    return offline.run_program({**DEV, "clusterAccess": {"admins": ADMINS, "nodeSsmSessions": True},
+                                "controlPlaneLogs": {"retentionDays": 90}})
 
 
 def problems(raw: dict) -> list[str]:
@@ -55,19 +68,17 @@ def test_shipped_stack_files_do_not_open_the_api(stack_file):
 
 
 # --- cluster admins (issue 9.4) -----------------------------------------------------------
-def test_cluster_admins_become_cluster_admin_access_entries():
-    admins = ["arn:aws:iam::123456789012:role/ci-deployer", "arn:aws:iam::123456789012:user/alice"]
-    inputs = offline.run_program({**DEV, "clusterAccess": {"admins": admins}}).one(EKS).plain_inputs()
-    entries = inputs["accessEntries"]
-    assert sorted(e["principalArn"] for e in entries.values()) == sorted(admins)
+def test_cluster_admins_become_cluster_admin_access_entries(configured):
+    entries = configured.one(EKS).plain_inputs()["accessEntries"]
+    assert sorted(e["principalArn"] for e in entries.values()) == sorted(ADMINS)
     for entry in entries.values():
         (policy,) = entry["accessPolicies"].values()
         assert policy["policyArn"] == "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
         assert policy["accessScope"] == {"type": "cluster"}
 
 
-def test_no_cluster_admins_no_access_entries():
-    inputs = offline.run_program(DEV).one(EKS).plain_inputs()
+def test_no_cluster_admins_no_access_entries(dev):
+    inputs = dev.one(EKS).plain_inputs()
     assert not inputs.get("accessEntries")
 
 
@@ -79,8 +90,8 @@ def test_cluster_admins_must_be_iam_role_or_user_arns(arn):
 
 
 # --- control-plane logging (issue 17.8) ---------------------------------------------------
-def test_control_plane_logs_api_audit_authenticator_with_configured_retention():
-    rec = offline.run_program({**DEV, "controlPlaneLogs": {"retentionDays": 90}})
+def test_control_plane_logs_api_audit_authenticator_with_configured_retention(configured):
+    rec = configured
     cluster = rec.one(EKS)
     assert sorted(cluster.plain_inputs()["enabledClusterLogTypes"]) == ["api", "audit", "authenticator"]
     group = rec.one(LOG_GROUP)
@@ -101,11 +112,6 @@ ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
 MNG = "eks:index:ManagedNodeGroup"
 
 
-@pytest.fixture(scope="module")
-def dev():
-    return offline.run_program(DEV)
-
-
 def node_policies(rec: offline.Recording) -> set[str]:
     return {r.plain_inputs()["policyArn"].rsplit("/", 1)[1] for r in rec.of_type(ATTACHMENT)
             if r.name.startswith("benchlab-dev-node-")}
@@ -119,10 +125,9 @@ def test_imds_is_one_hop_away_so_pods_cannot_reach_it(dev):
         assert options["httpTokens"] == "required" and options["httpPutResponseHopLimit"] == 1
 
 
-def test_node_role_has_no_ssm_or_cni_policy_unless_ssm_is_asked_for(dev):
+def test_node_role_has_no_ssm_or_cni_policy_unless_ssm_is_asked_for(dev, configured):
     assert node_policies(dev) == {"AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly"}
-    with_ssm = offline.run_program({**DEV, "clusterAccess": {"nodeSsmSessions": True}})
-    assert node_policies(with_ssm) == {"AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly",
+    assert node_policies(configured) == {"AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly",
                                        "AmazonSSMManagedInstanceCore"}
 
 
