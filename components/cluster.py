@@ -1,10 +1,13 @@
-"""The EKS control plane and the Kubernetes provider every later resource uses.
+"""The EKS control plane and the Kubernetes provider every later resource uses: API
+authentication with access entries for the configured admins, control-plane audit logs with
+their retention, and the VPC CNI add-on with its own IAM role.
 
 The node groups live in components/node_groups.py; the node labels and the GPU taint are
 defined here because they are the contract with the layers that schedule pods.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import pulumi
@@ -84,12 +87,13 @@ class EksCluster(pulumi.ComponentResource):
             authentication_mode=eks.AuthenticationMode.API,
             # With API authentication only the creating identity is admin; these may run the
             # next `pulumi up` or `destroy` too.
-            access_entries={f"admin-{i}": {
+            # Keyed by the ARN, so reordering the list replaces nothing.
+            access_entries={f"admin-{hashlib.sha256(arn.encode()).hexdigest()[:10]}": {
                 "principal_arn": arn,
                 "access_policies": {"cluster-admin": {
                     "policy_arn": partition.apply(lambda p: CLUSTER_ADMIN_POLICY.format(partition=p)),
                     "access_scope": {"type": "cluster"}}}}
-                for i, arn in enumerate(args.admin_principal_arns)},
+                for arn in args.admin_principal_arns},
             enabled_cluster_log_types=list(CONTROL_PLANE_LOG_TYPES),
             endpoint_private_access=True,
             endpoint_public_access=True,

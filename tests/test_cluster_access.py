@@ -77,6 +77,13 @@ def test_cluster_admins_become_cluster_admin_access_entries(configured):
         assert policy["accessScope"] == {"type": "cluster"}
 
 
+def test_access_entries_do_not_depend_on_the_list_order(configured):
+    reordered = offline.run_program({**DEV, "clusterAccess": {"admins": ADMINS[::-1], "nodeSsmSessions": True},
+                                     "controlPlaneLogs": {"retentionDays": 90}})
+    assert (reordered.one(EKS).plain_inputs()["accessEntries"]
+            == configured.one(EKS).plain_inputs()["accessEntries"])
+
+
 def test_no_cluster_admins_no_access_entries(dev):
     inputs = dev.one(EKS).plain_inputs()
     assert not inputs.get("accessEntries")
