@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cli import stack_file
 from cli.cost import nodes_up
 from jobs.names import GRAPHS, NODE_GROUPS
+from stacks import pod_fit
 from stacks.config import StackConfig, is_open_to_internet
 from facts.instances import facts, quota_family
 
@@ -78,7 +79,16 @@ def run_checks(cfg: StackConfig, clients: AwsClients) -> list[Check]:
 
 def local_checks(cfg: StackConfig) -> list[Check]:
     """What needs no AWS call: the tools `pulumi up` and kubectl use, and who the API admits."""
-    return [check_aws_cli(), check_api_access(cfg)]
+    return [check_aws_cli(), check_api_access(cfg), check_pod_fit(cfg)]
+
+
+def check_pod_fit(cfg: StackConfig) -> Check:
+    """The same check `pulumi up` makes first (stacks/pod_fit.py), here with the others."""
+    unfit = pod_fit.problems(cfg)
+    if unfit:
+        return Check("pods fit their nodes", "fail", "; ".join(unfit),
+                     "a larger instanceType or more nodes for the group named")
+    return Check("pods fit their nodes", "pass", "every pod fits the node group it is pinned to")
 
 
 def check_aws_cli() -> Check:

@@ -64,3 +64,10 @@ def test_preflight_of_the_shipped_dev_stack_fails_until_the_user_sets_their_cidr
     assert cli.main(["preflight", "--stack", "dev"]) == 1
     out = capsys.readouterr().out
     assert "FAIL  EKS API access" in out and "203.0.113.0/24" in out
+
+
+def test_pod_fit_is_checked_with_the_rest():
+    assert preflight.check_pod_fit(config.parse({})).status == "pass"
+    small = config.parse({"nodeGroups": {"system": {"instanceType": "m5.xlarge", "count": 2, "diskGib": 50}}})
+    check = preflight.check_pod_fit(small)
+    assert check.status == "fail" and "nodeGroups.system.instanceType" in check.detail
