@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import json
+import re
+import shutil
+import subprocess
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,7 +21,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from cli import stack_file
 from cli.cost import nodes_up
 from jobs.names import GRAPHS, NODE_GROUPS
-from stacks.config import StackConfig
+from stacks import pod_fit
+from stacks.config import StackConfig, is_open_to_internet
 from facts.instances import facts, quota_family
 
 HELP = "check credentials, GPU capacity, EFA, quotas and the EKS version before `pulumi up`"
@@ -70,6 +75,58 @@ def run_checks(cfg: StackConfig, clients: AwsClients) -> list[Check]:
             *check_quotas(cfg, clients.quotas, clients.ec2),
             check_eks_version(cfg, clients.eks),
             check_capacity_reservations(cfg, clients.ec2)]
+
+
+def local_checks(cfg: StackConfig) -> list[Check]:
+    """What needs no AWS call: the tools `pulumi up` and kubectl use, and who the API admits."""
+    return [check_aws_cli(), check_api_access(cfg), check_pod_fit(cfg)]
+
+
+def check_pod_fit(cfg: StackConfig) -> Check:
+    """The same check `pulumi up` makes first (stacks/pod_fit.py), here with the others."""
+    unfit = pod_fit.problems(cfg)
+    if unfit:
+        return Check("pods fit their nodes", "fail", "; ".join(unfit),
+                     "a larger instanceType or more nodes for the group named")
+    return Check("pods fit their nodes", "pass", "every pod fits the node group it is pinned to")
+
+
+def check_aws_cli() -> Check:
+    """pulumi-eks's kubeconfig (and the Kubernetes provider) authenticate with `aws eks get-token`."""
+    name, fix = "AWS CLI v2", "install it: https://docs.aws.amazon.com/cli/latest/userguide/getting-started-install.html"
+    if shutil.which("aws") is None:
+        return Check(name, "fail", "`aws` is not on PATH; the kubeconfig runs `aws eks get-token`", fix)
+    try:
+        out = subprocess.run(["aws", "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as err:
+        return Check(name, "fail", f"`aws --version` failed: {err}", fix)
+    found = re.search(r"aws-cli/(\d+)\.\S+", out.stdout + out.stderr)
+    if found is None or found.group(1) != "2":
+        return Check(name, "fail", f"`aws --version` says {(out.stdout + out.stderr).strip()!r}, not 2.x", fix)
+    return Check(name, "pass", found.group(0))
+
+
+# RFC 5737 documentation ranges: the shipped stack files' placeholder lives in one.
+DOCUMENTATION_NETS = tuple(ipaddress.IPv4Network(n) for n in
+                           ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
+
+
+def check_api_access(cfg: StackConfig) -> Check:
+    name = "EKS API access"
+    fix = ("set your own CIDRs: pulumi config set --path 'publicAccessCidrs[0]' "
+           "\"$(curl -s https://checkip.amazonaws.com)/32\"")
+    cidrs = cfg.public_access_cidrs
+    if not cidrs:
+        return Check(name, "fail", "publicAccessCidrs is not set: nobody could reach the API", fix)
+    if any(is_open_to_internet(c) for c in cidrs):
+        return Check(name, "fail", "publicAccessCidrs has a /0: the API is open to the internet "
+                     "(clusterAccess.allowApiFromAnywhere)", fix)
+    placeholders = [c for c in cidrs
+                    if any(ipaddress.IPv4Network(c).subnet_of(n) for n in DOCUMENTATION_NETS)]
+    if placeholders:
+        return Check(name, "fail", f"{', '.join(placeholders)} is a documentation range (the "
+                     "stack file's placeholder): you could not reach your own cluster", fix)
+    return Check(name, "pass", f"only {', '.join(cidrs)}")
 
 
 def check_credentials(sts) -> Check:
@@ -299,7 +356,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = stack_file.load(args.stack).config()
-    checks = run_checks(cfg, AwsClients.create(cfg.region, args.profile))
+    checks = [*local_checks(cfg), *run_checks(cfg, AwsClients.create(cfg.region, args.profile))]
     if args.json:
         print(json.dumps([dataclasses.asdict(c) for c in checks], indent=2))
     else:

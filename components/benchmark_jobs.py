@@ -37,6 +37,10 @@ BENCH_BACKOFF_LIMIT = 2
 TERMINAL_ENV = {"NO_COLOR": "1", "TERM": "dumb", "TQDM_DISABLE": "1"}  # plain Job logs
 AIPERF_TARGET = f"{job_code.SCRATCH}/aiperf"  # the pinned AIPerf, when the image's differs
 
+# AIPerf runs one process per worker: a few cores keep the client from being the limit
+# (stacks/pod_fit.py checks it fits a system node).
+BENCH_RESOURCES = {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "16Gi"}}
+
 
 def shipped_code() -> dict[str, str]:
     """The benchmark Jobs' code ConfigMap: `jobs.entrypoint` and what it imports."""
@@ -145,8 +149,7 @@ def bench_job_spec(mode: modes.Mode, config_hash: str, args: BenchmarksArgs,
                 {"name": "JOB_UID", "valueFrom": {"fieldRef": {
                     "fieldPath": "metadata.labels['batch.kubernetes.io/controller-uid']"}}},
                 {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
-        # AIPerf runs one process per worker: a few cores keep the client from being the limit.
-        "resources": {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "16Gi"}},
+        "resources": BENCH_RESOURCES,
         "volumeMounts": [{"name": "results", "mountPath": RESULTS_MOUNT},
                          {"name": "model-store", "mountPath": MODEL_MOUNT, "readOnly": True},
                          {"name": "plan", "mountPath": PLAN_MOUNT, "readOnly": True}],

@@ -28,6 +28,9 @@ HUB_REQUIREMENT = "huggingface_hub==1.33.0"
 # Pod retries on top of the in-process retries; Kubernetes backs off 10 s, 20 s, 40 s between.
 DOWNLOAD_BACKOFF_LIMIT = 3
 
+# What the download Job's pod requests (stacks/pod_fit.py checks it fits a system node).
+DOWNLOAD_RESOURCES = {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "8Gi"}}
+
 
 def model_dir(model_id: str, revision: str) -> str:
     """The model's directory as every pod mounting the model store sees it."""
@@ -58,7 +61,7 @@ def download_job_spec(args: ModelStoreArgs, code_configmap: pulumi.Input[str], c
         "command": job_code.pip_then_run(HUB_REQUIREMENT, "model_download"),
         "env": [*job_code.env_list({"MODEL_ID": args.model_id, "MODEL_REVISION": args.revision,
                                     "MODEL_ROOT": MODEL_MOUNT}), *token_env],
-        "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "8Gi"}},
+        "resources": DOWNLOAD_RESOURCES,
         "volumeMounts": [{"name": "model-store", "mountPath": MODEL_MOUNT}],
     }
     return {

@@ -2,13 +2,15 @@
 
 Each group gets its own launch template, which is what makes EFA testable and explicit: one
 EFA interface per EFA-capable network card (from facts/instances.py), the security
-groups, an encrypted gp3 root volume large enough for the vllm-runtime image, IMDSv2, the
-cluster placement group, and tags that reach the instances and volumes (the provider's default
+groups, an encrypted gp3 root volume with explicit IOPS and throughput, the instance store
+(NVMe) in RAID0 for kubelet and containerd where the type has one, IMDSv2, the cluster
+placement group, and tags that reach the instances and volumes (the provider's default
 tags stop at the launch template). pulumi-eks's `enable_efa_support` would do the same inside a
 remote component, invisible to the offline tests and asking EC2 at deploy time instead.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -22,8 +24,42 @@ from components.cluster import GPU_TAINT_KEY, GPU_TAINT_VALUE, NODE_GROUP_LABEL,
 GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
 CPU_AMI_TYPE = "AL2023_x86_64_STANDARD"
 ROOT_DEVICE = "/dev/xvda"  # AL2023's root volume
-NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy",
-                 "AmazonEC2ContainerRegistryReadOnly", "AmazonSSMManagedInstanceCore")
+# What a node itself needs: join the cluster and pull images. The VPC CNI has its own IRSA role
+# (components/cluster.py); SSM (`ssm:GetParameter*` on every parameter) only on request.
+NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly")
+SSM_POLICY = "AmazonSSMManagedInstanceCore"
+# One hop: the node's own processes (and hostNetwork pods: kubelet, aws-node, kube-proxy) reach
+# IMDS, a pod in its own network namespace does not, so no pod gets the node role's credentials:
+# https://docs.aws.amazon.com/eks/latest/best-practices/identity-and-access-management.html
+# (the EBS CSI node driver then reads its metadata from the Kubernetes API instead:
+# kubernetes-sigs/aws-ebs-csi-driver docs/install.md#metadata)
+IMDS_HOP_LIMIT = 1
+# gp3 performance, explicit: the included baseline (3000 IOPS, 125 MiB/s) where the instance
+# store carries images and emptyDirs; gp3's maximum (16000 IOPS, 1000 MiB/s) where the root
+# volume does: https://docs.aws.amazon.com/ebs/latest/userguide/general-purpose.html#gp3-performance
+GP3_BASELINE = {"iops": 3000, "throughput": 125}
+GP3_IMAGE_DISK = {"iops": 16000, "throughput": 1000}
+# AL2023 nodeadm mounts the instance store NVMe disks as one RAID0 array and bind-mounts
+# /var/lib/kubelet (emptyDirs), /var/lib/containerd (image layers) and /var/log/pods onto it
+# (awslabs/amazon-eks-ami templates/al2023/runtime/bin/setup-local-disks), as the pulumi-eks
+# EFA example does (pulumi/pulumi-eks examples/efa/index.ts). EKS merges this MIME part with
+# its own NodeConfig: https://docs.aws.amazon.com/eks/latest/userguide/launch-templates.html
+LOCAL_STORAGE_NODECONFIG = """apiVersion: node.eks.aws/v1alpha1
+kind: NodeConfig
+spec:
+  instance:
+    localStorage:
+      strategy: RAID0
+"""
+MIME_BOUNDARY = "BENCHLAB"
+
+
+def local_storage_user_data() -> str:
+    """Launch-template user data (base64 MIME multi-part) with the RAID0 NodeConfig."""
+    document = (f'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="{MIME_BOUNDARY}"\n\n'
+                f"--{MIME_BOUNDARY}\nContent-Type: application/node.eks.aws\n\n"
+                f"{LOCAL_STORAGE_NODECONFIG}\n--{MIME_BOUNDARY}--\n")
+    return base64.b64encode(document.encode()).decode()
 ETCD_PORT = 2379
 NATS_PORT = 4222
 EKS_NODE_GROUP_NAME_MAX = 63
@@ -40,6 +76,7 @@ class NodeGroupSpec:
     efa_interfaces: int  # EFA-capable network cards; 0: no EFA
     subnet_ids: list[pulumi.Input[str]]
     zones: tuple[str, ...]  # of subnet_ids; part of the group's name (see group_name)
+    instance_store: bool = False  # NVMe instance store: kubelet and containerd go there (RAID0)
 
 
 @dataclass(frozen=True)
@@ -50,6 +87,8 @@ class NodeGroupsArgs:
     vpc_id: pulumi.Input[str]
     cluster_security_group_id: pulumi.Input[str]
     groups: tuple[NodeGroupSpec, ...]
+    ssm_sessions: bool  # attach SSM_POLICY to the node role
+    joins_after: list[pulumi.Resource]  # what must exist before a node joins (the VPC CNI add-on)
     tags: dict[str, str]
 
 
@@ -61,6 +100,11 @@ def group_name(cluster_name: str, spec: NodeGroupSpec) -> str:
     digest = hashlib.sha256("|".join([spec.instance_type, ami, *spec.zones]).encode()).hexdigest()[:6]
     suffix = f"-{spec.role}-{digest}"
     return cluster_name[:EKS_NODE_GROUP_NAME_MAX - len(suffix)] + suffix
+
+
+def placement_roles(groups: tuple[NodeGroupSpec, ...]) -> list[str]:
+    """The roles that get a cluster placement group of their own: GPU groups with EFA."""
+    return [spec.role for spec in groups if spec.gpu and spec.efa_interfaces]
 
 
 def efa_network_interfaces(cards: int, security_group_ids: list[pulumi.Input[str]]) -> list[dict]:
@@ -80,17 +124,21 @@ class NodeGroups(pulumi.ComponentResource):
     names: dict[str, str]  # role -> EKS node group name
     system_security_group_id: pulumi.Output[str]
     gpu_security_group_id: pulumi.Output[str]
-    placement_group: aws.ec2.PlacementGroup
+    placement_groups: dict[str, aws.ec2.PlacementGroup]  # GPU role with EFA -> its own group
 
     def __init__(self, name: str, args: NodeGroupsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("benchlab:aws:NodeGroups", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        role, attachments = self._node_role(name, child)
+        role, attachments = self._node_role(name, args.ssm_sessions, child)
         system_sg, gpu_sg = self._security_groups(name, args.vpc_id, child)
-        # One cluster placement group for all GPU nodes: in disagg the KV cache moves from the
-        # prefill to the decode nodes, the path the benchmark measures.
-        self.placement_group = aws.ec2.PlacementGroup(f"{name}-gpu", strategy="cluster", opts=child)
+        # A cluster placement group per GPU role that uses EFA, none for a role without: one
+        # group shared by roles that scale at different times (p4d and g6e) invites
+        # InsufficientInstanceCapacity when the second role launches into the first one's spot:
+        # https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/placement-strategies.html#placement-groups-cluster
+        self.placement_groups = {
+            role: aws.ec2.PlacementGroup(f"{name}-{role}", strategy="cluster", opts=child)
+            for role in placement_roles(args.groups)}
 
         self.groups, self.names = {}, {}
         for spec in args.groups:
@@ -116,14 +164,15 @@ class NodeGroups(pulumi.ComponentResource):
                 if spec.gpu else None,
                 tags=args.tags,
                 # Nodes cannot join before their role may pull images and run the CNI.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=attachments),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*attachments, *args.joins_after]),
             )
 
         self.system_security_group_id = system_sg.id
         self.gpu_security_group_id = gpu_sg.id
-        self.register_outputs({"names": self.names, "placementGroup": self.placement_group.name})
+        self.register_outputs({"names": self.names, "placementGroups": {
+            role: group.name for role, group in self.placement_groups.items()}})
 
-    def _node_role(self, name: str, child: pulumi.ResourceOptions):
+    def _node_role(self, name: str, ssm_sessions: bool, child: pulumi.ResourceOptions):
         partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=self)).partition
         role = aws.iam.Role(f"{name}-node", opts=child, assume_role_policy=json.dumps({
             "Version": "2012-10-17",
@@ -132,7 +181,7 @@ class NodeGroups(pulumi.ComponentResource):
         attachments = [aws.iam.RolePolicyAttachment(
             f"{name}-node-{policy}", role=role.name, opts=child,
             policy_arn=partition.apply(lambda p, policy=policy: f"arn:{p}:iam::aws:policy/{policy}"))
-            for policy in NODE_POLICIES]
+            for policy in (*NODE_POLICIES, *([SSM_POLICY] if ssm_sessions else []))]
         return role, attachments
 
     def _security_groups(self, name: str, vpc_id: pulumi.Input[str], child: pulumi.ResourceOptions):
@@ -166,10 +215,13 @@ class NodeGroups(pulumi.ComponentResource):
             description=f"benchlab {spec.role} nodes ({spec.instance_type})",
             block_device_mappings=[{"device_name": ROOT_DEVICE, "ebs": {
                 "volume_size": spec.disk_gib, "volume_type": "gp3", "encrypted": "true",
-                "delete_on_termination": "true"}}],
+                "delete_on_termination": "true",
+                **(GP3_IMAGE_DISK if spec.gpu and not spec.instance_store else GP3_BASELINE)}}],
+            user_data=local_storage_user_data() if spec.instance_store else None,
             metadata_options={"http_endpoint": "enabled", "http_tokens": "required",
-                              "http_put_response_hop_limit": 2},
-            placement={"group_name": self.placement_group.name} if spec.gpu else None,
+                              "http_put_response_hop_limit": IMDS_HOP_LIMIT},
+            placement={"group_name": self.placement_groups[spec.role].name}
+            if spec.role in self.placement_groups else None,
             tag_specifications=[{"resource_type": kind, "tags": instance_tags}
                                 for kind in ("instance", "volume", "network-interface")],
             opts=child,

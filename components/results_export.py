@@ -27,6 +27,9 @@ EXPORT_TIMEOUT_MINUTES = 30
 RUN_FAILED_EXIT_CODE = 1
 EXPORT_BACKOFF_LIMIT = 3
 
+# What the export Job's pod requests (stacks/pod_fit.py checks it fits a system node).
+EXPORT_RESOURCES = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
+
 
 def bucket_policy(bucket_arn: str) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": [
@@ -60,7 +63,7 @@ def export_job_spec(args: ResultsExportArgs, code_configmap: pulumi.Input[str], 
         "image": PYTHON_IMAGE,
         "command": job_code.pip_then_run(BOTO3_REQUIREMENT, "export_to_s3"),
         "env": job_code.env_list(env),
-        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+        "resources": EXPORT_RESOURCES,
         "volumeMounts": [{"name": "results", "mountPath": RESULTS_MOUNT, "readOnly": True},
                          {"name": "plan", "mountPath": PLAN_MOUNT, "readOnly": True}],
     }

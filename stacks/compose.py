@@ -26,12 +26,18 @@ from components.results_export import ResultsExport, ResultsExportArgs
 from components.serving_graph import ServingGraph, ServingGraphArgs, frontend_url
 from components.storage import Storage, StorageArgs
 from facts.instances import facts
+from facts.node_capacity import NODE_LIMITS
 from jobs.names import GPU_GROUPS, NODE_GROUPS
-from stacks.config import Secrets, StackConfig
+from stacks import pod_fit
+from stacks.config import ConfigError, Secrets, StackConfig
 from stacks.run_plan import run_plan
 from stacks.serving_spec import graph_manifest, graph_warnings, image
 
 PROJECT = "benchlab"
+# Prefix of the workloads' resource names, which become Kubernetes object names (Jobs, ConfigMaps,
+# RBAC: `<resource name>-<8 hex>`). Not the stack name: the objects live in the stack's own
+# cluster, and a Job's name must stay within the 63 characters of its pods' job-name label.
+WORKLOADS = PROJECT
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,10 @@ class StackContext:
 
 
 def build(cfg: StackConfig, secrets: Secrets, stack: str) -> None:
+    # Before any resource: a pod that fits no node would leave its Job Pending until its deadline.
+    unfit = pod_fit.problems(cfg)
+    if unfit:
+        raise ConfigError(unfit)
     tags = {"project": PROJECT, "stack": stack, "owner": cfg.owner}
     # Every AWS resource gets the tags through the provider's default tags, so a forgotten
     # lab can be found and its cost attributed.
@@ -94,11 +104,13 @@ def aws_layer(ctx: StackContext) -> Infra:
     cluster = EksCluster(ctx.name, ClusterArgs(
         cluster_name=ctx.name, kubernetes_version=cfg.kubernetes_version, vpc_id=network.vpc_id,
         public_subnet_ids=network.public_subnet_ids, private_subnet_ids=network.private_subnet_ids,
-        public_access_cidrs=cfg.public_access_cidrs, tags=ctx.tags), opts=ctx.opts())
+        public_access_cidrs=cfg.public_access_cidrs, admin_principal_arns=cfg.cluster_access.admins,
+        log_retention_days=cfg.control_plane_logs.retention_days, tags=ctx.tags), opts=ctx.opts())
     nodes = NodeGroups(ctx.name, NodeGroupsArgs(
         cluster=cluster.cluster, cluster_name=ctx.name, kubernetes_version=cfg.kubernetes_version,
         vpc_id=network.vpc_id, cluster_security_group_id=cluster.security_group_id,
-        groups=_node_group_specs(cfg, network), tags=ctx.tags), opts=ctx.opts())
+        groups=_node_group_specs(cfg, network), ssm_sessions=cfg.cluster_access.node_ssm_sessions,
+        joins_after=[cluster.vpc_cni], tags=ctx.tags), opts=ctx.opts())
     storage = Storage(ctx.name, StorageArgs(
         cluster_name=ctx.name, vpc_id=network.vpc_id, node_subnet_ids=network.private_subnet_ids,
         node_security_group_ids=[nodes.system_security_group_id, nodes.gpu_security_group_id],
@@ -135,7 +147,8 @@ def _node_group_specs(cfg: StackConfig, network: Network) -> tuple[NodeGroupSpec
             role=role, instance_type=group.instance_type, desired_size=cfg.desired_nodes(role),
             max_size=group.count, disk_gib=group.disk_gib, gpu=gpu,
             efa_interfaces=facts(group.instance_type).efa_interfaces if gpu else 0,
-            subnet_ids=[network.private_subnet_by_zone[zone] for zone in zones], zones=zones))
+            subnet_ids=[network.private_subnet_by_zone[zone] for zone in zones], zones=zones,
+            instance_store=NODE_LIMITS[group.instance_type].instance_store_gb > 0))
     return tuple(specs)
 
 
@@ -198,7 +211,7 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
     cpu_nodes = {ROLE_LABEL: "system"}
     token = platform.hf_token_secret
     # The download needs no GPU: it runs while the GPU node groups boot.
-    store = ModelStore(f"{ctx.name}-models", ModelStoreArgs(
+    store = ModelStore(f"{WORKLOADS}-models", ModelStoreArgs(
         namespace=namespace, storage_class=infra.efs_storage_class.metadata.name,
         model_id=cfg.model.id, revision=cfg.model.revision, model_store_gib=cfg.model.store_gib,
         results_gib=cfg.results.storage_gib,
@@ -209,7 +222,7 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
 
     used_groups = sorted({group for group, _ in cfg.worker_roles().values()})
     manifest = graph_manifest(cfg)
-    graph = ServingGraph(f"{ctx.name}-serving", ServingGraphArgs(
+    graph = ServingGraph(f"{WORKLOADS}-serving", ServingGraphArgs(
         manifest=manifest, namespace=namespace,
         ready_timeout_minutes=cfg.serving.ready_timeout_minutes,
         depends_on=[store.download, platform.dynamo_platform, platform.gpu_operator,
@@ -217,11 +230,11 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
                     *(infra.gpu_nodes[group] for group in used_groups)],
         warnings=tuple(graph_warnings(cfg))), opts=opts)
 
-    bench = Benchmarks(f"{ctx.name}-bench", BenchmarksArgs(
+    bench = Benchmarks(f"{WORKLOADS}-bench", BenchmarksArgs(
         namespace=namespace, plan=run_plan(cfg, shipped_code_sha()), modes=cfg.bench.modes(),
         image=image(cfg), cpu_node_selector=cpu_nodes,
         depends_on=[graph.graph, store.results_pvc]), opts=opts)
-    ResultsExport(f"{ctx.name}-export", ResultsExportArgs(
+    ResultsExport(f"{WORKLOADS}-export", ResultsExportArgs(
         namespace=namespace, region=cfg.region, bucket_name=infra.results_bucket.bucket,
         bucket_arn=infra.results_bucket.arn, oidc_provider_arn=infra.oidc_provider_arn,
         oidc_provider_url=infra.oidc_provider_url, pushgateway_url=platform.pushgateway_url,

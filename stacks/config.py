@@ -16,6 +16,7 @@ from facts import versions
 from jobs import modes, typed_mapping
 from jobs.names import NODE_GROUPS
 from jobs.typed_mapping import limits
+from facts import node_capacity
 from facts.instances import INSTANCE_FACTS
 
 NAMESPACE = "benchlab"
@@ -24,6 +25,10 @@ TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
 SECRET_KEYS = ("hfToken", "grafanaAdminPassword")
 # The vllm-runtime image is ~20 GB compressed; containerd needs room to unpack it twice.
 MIN_GPU_DISK_GIB = 200
+IAM_PRINCIPAL_ARN = r"arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+"
+# CloudWatch Logs' allowed retentions (PutRetentionPolicy; 0 = never expire is not offered).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
+                      1827, 2192, 2557, 2922, 3288, 3653)
 
 
 AT_LEAST_ONE = limits(low=1)
@@ -63,7 +68,7 @@ class Workers:
 @dataclass(frozen=True)
 class KvOffload:
     """KV block manager tiers behind the GPU cache (disagg prefill workers): host memory, then
-    the node's root volume (an emptyDir), which it shares with the images."""
+    an emptyDir on the node's instance store (RAID0), which it shares with the images."""
     cpu_cache_gib: int = field(default=64, metadata=AT_LEAST_ONE)
     disk_cache_gib: int = field(default=100, metadata=AT_LEAST_ONE)
 
@@ -120,13 +125,32 @@ class Destroy:
 
 
 @dataclass(frozen=True)
+class ClusterAccess:
+    # IAM role/user ARNs that become cluster admins (EKS access entries) beside the creator.
+    admins: tuple[str, ...] = ()
+    # The documented override that lets a /0 in publicAccessCidrs reach the EKS API.
+    allow_api_from_anywhere: bool = False
+    # AmazonSSMManagedInstanceCore on the node role (Session Manager into nodes): opt-in.
+    node_ssm_sessions: bool = False
+
+
+@dataclass(frozen=True)
+class ControlPlaneLogs:
+    # CloudWatch retention of the control-plane logs (api, audit, authenticator), days.
+    retention_days: int = 30
+
+
+@dataclass(frozen=True)
 class StackConfig:
     owner: str = "benchlab-operator"
     region: str = "us-east-1"
     availability_zones: tuple[str, ...] = ("us-east-1a", "us-east-1b")
     gpu_availability_zone: str = "us-east-1a"
     vpc_cidr: str = "10.42.0.0/16"
-    public_access_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    # Who may reach the EKS API from the internet: required, no default (see `load`).
+    public_access_cidrs: tuple[str, ...] = ()
+    cluster_access: ClusterAccess = ClusterAccess()
+    control_plane_logs: ControlPlaneLogs = ControlPlaneLogs()
     kubernetes_version: str = "1.32"
     node_groups: NodeGroups = NodeGroups()
     serving: Serving = Serving()
@@ -147,6 +171,11 @@ class StackConfig:
         if self.serving.mode == "agg":
             return {"agg": ("prefill", self.serving.agg)}
         return {"prefill": ("prefill", self.serving.prefill), "decode": ("decode", self.serving.decode)}
+
+    def all_worker_roles(self) -> dict[str, tuple[str, Workers]]:
+        """Every role the config defines, whichever mode runs now."""
+        return {"agg": ("prefill", self.serving.agg), "prefill": ("prefill", self.serving.prefill),
+                "decode": ("decode", self.serving.decode)}
 
     def desired_nodes(self, group: Literal["system", "prefill", "decode"]) -> int:
         """Nodes to run in a group: the configured count, or 0 for a GPU group the
@@ -187,9 +216,7 @@ def _check(cfg: StackConfig) -> list[str]:
             ipaddress.IPv4Network(cidr)
         except ValueError as err:
             problems.append(f"{ns}:{key}: {cidr!r} is not an IPv4 CIDR ({err})")
-    if not cfg.public_access_cidrs:
-        problems.append(f"{ns}:publicAccessCidrs: empty; list the CIDRs that may reach the "
-                        "EKS API (e.g. your office's /32): `pulumi up` needs to reach it")
+    problems.extend(_check_api_access(cfg))
 
     if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", cfg.region):
         problems.append(f"{ns}:region: {cfg.region!r} is not an AWS region name (e.g. us-east-1)")
@@ -242,9 +269,38 @@ def _check(cfg: StackConfig) -> list[str]:
     return problems
 
 
+def _check_api_access(cfg: StackConfig) -> list[str]:
+    """Who reaches the cluster: no open endpoint without the override; admins as IAM ARNs;
+    a log retention CloudWatch accepts."""
+    ns, problems = NAMESPACE, []
+    for i, cidr in enumerate(cfg.public_access_cidrs):
+        if is_open_to_internet(cidr) and not cfg.cluster_access.allow_api_from_anywhere:
+            problems.append(f"{ns}:publicAccessCidrs[{i}]: {cidr!r} opens the EKS API to the whole "
+                            "internet; list your own CIDRs (e.g. your address /32), or set "
+                            f"{ns}:clusterAccess.allowApiFromAnywhere: true to accept that knowingly")
+    for i, arn in enumerate(cfg.cluster_access.admins):
+        # Access entries take IAM users and roles, not STS assumed-role session ARNs:
+        # https://docs.aws.amazon.com/eks/latest/userguide/creating-access-entries.html
+        if not re.fullmatch(IAM_PRINCIPAL_ARN, arn):
+            problems.append(f"{ns}:clusterAccess.admins[{i}]: {arn!r} is not an IAM role or user ARN "
+                            "(arn:aws:iam::<account>:role/<name> or :user/<name>)")
+    if cfg.control_plane_logs.retention_days not in LOG_RETENTION_DAYS:
+        problems.append(f"{ns}:controlPlaneLogs.retentionDays: {cfg.control_plane_logs.retention_days} "
+                        f"is not a CloudWatch retention; allowed: {', '.join(map(str, LOG_RETENTION_DAYS))}")
+    return problems
+
+
+def is_open_to_internet(cidr: str) -> bool:
+    try:
+        return ipaddress.IPv4Network(cidr).prefixlen == 0
+    except ValueError:
+        return False  # reported as not a CIDR
+
+
 def _check_workers(cfg: StackConfig) -> list[str]:
     problems = []
-    for role, (group_name, workers) in cfg.worker_roles().items():
+    # Every role, whatever serving.mode: the campaign switches modes with the same config.
+    for role, (group_name, workers) in cfg.all_worker_roles().items():
         key = f"{NAMESPACE}:serving.{role}"
         group: NodeGroup = getattr(cfg.node_groups, group_name)
         facts = INSTANCE_FACTS.get(group.instance_type)
@@ -259,25 +315,29 @@ def _check_workers(cfg: StackConfig) -> list[str]:
                             f"{workers.replicas * workers.tp} GPUs, more than the "
                             f"{facts.gpus * group.count} GPUs of nodeGroups.{group_name} "
                             f"({group.count} x {group.instance_type})")
-    if cfg.serving.mode == "disagg":
-        problems.extend(_check_kv_disk(cfg))
+    problems.extend(_check_kv_disk(cfg))
     return problems
 
 
 def _check_kv_disk(cfg: StackConfig) -> list[str]:
-    """The KV disk tier of every prefill worker on a node must fit beside the images."""
+    """The KV disk tier of every prefill worker on a node must fit on the disk its emptyDir
+    lands on (the instance store where there is one), beside the images."""
     group, workers = cfg.node_groups.prefill, cfg.serving.prefill
     facts = INSTANCE_FACTS.get(group.instance_type)
     if facts is None or not facts.gpus or workers.tp > facts.gpus:
         return []  # reported on their own keys
     per_node = facts.gpus // workers.tp
-    room = group.disk_gib - MIN_GPU_DISK_GIB
+    allocatable = node_capacity.allocatable(group.instance_type, facts.vcpus, facts.memory_gib,
+                                            group.disk_gib).ephemeral_gib
+    room = int(allocatable) - MIN_GPU_DISK_GIB
     if per_node * cfg.serving.kv_offload.disk_cache_gib <= room:
         return []
+    disk = ("its instance store" if node_capacity.NODE_LIMITS[group.instance_type].instance_store_gb
+            else f"nodeGroups.prefill.diskGib ({group.disk_gib})")
     return [f"{NAMESPACE}:serving.kvOffload.diskCacheGib: {cfg.serving.kv_offload.disk_cache_gib} GiB x "
-            f"{per_node} prefill workers per node exceeds the {room} GiB left on "
-            f"nodeGroups.prefill.diskGib ({group.disk_gib}) after {MIN_GPU_DISK_GIB} GiB for images; "
-            f"lower it to at most {room // per_node} or raise diskGib"]
+            f"{per_node} prefill workers per node exceeds the {room} GiB a {group.instance_type} "
+            f"node has on {disk} after {MIN_GPU_DISK_GIB} GiB for images; lower it to at most "
+            f"{room // per_node}"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -317,13 +377,36 @@ def raw_stack_config() -> tuple[dict[str, Any], set[str]]:
     return raw, secret
 
 
+# AWS names carry `benchlab-<stack>`: the EKS cluster's (letters, digits, - and _:
+# https://docs.aws.amazon.com/eks/latest/APIReference/API_CreateCluster.html) and IAM roles,
+# which Pulumi auto-names `<resource name>-<7 hex>` within IAM's 64 characters; the longest is
+# `benchlab-<stack>-aws-ebs-csi-driver`: 9 + stack + 19 + 8 <= 64. (Kubernetes names do not
+# carry the stack: tests/test_names.py renders the program with the longest stack name.)
+MAX_STACK_NAME = 64 - len("benchlab-") - len("-aws-ebs-csi-driver") - len("-0123456")
+STACK_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]*"
+
+
+def check_stack_name(stack: str) -> list[str]:
+    if re.fullmatch(STACK_NAME, stack) and len(stack) <= MAX_STACK_NAME:
+        return []
+    return [f"stack name {stack!r}: the lab's AWS names (EKS cluster benchlab-<stack>, IAM roles) "
+            f"need at most {MAX_STACK_NAME} characters of letters, digits, '-' and '_', starting "
+            "with a letter or digit; `pulumi stack rename` or init a stack with a shorter name"]
+
+
 def load() -> tuple[StackConfig, Secrets]:
     """Parse and validate the running stack's config; raise ConfigError on any problem."""
     import pulumi
 
     raw, secret = raw_stack_config()
-    problems = [f"{NAMESPACE}:{k}: is a secret; set it with `pulumi config set --secret {k}`"
-                for k in SECRET_KEYS if k in raw and k not in secret]
+    stack_problems = check_stack_name(pulumi.get_stack())
+    problems = stack_problems + [
+        f"{NAMESPACE}:{k}: is a secret; set it with `pulumi config set --secret {k}`"
+        for k in SECRET_KEYS if k in raw and k not in secret]
+    if not raw.get("publicAccessCidrs"):
+        problems.append(f"{NAMESPACE}:publicAccessCidrs: required, no default: the CIDRs that may "
+                        "reach the EKS API, e.g. `pulumi config set --path 'publicAccessCidrs[0]' "
+                        "\"$(curl -s https://checkip.amazonaws.com)/32\"`")
     try:
         cfg = parse(raw)
     except ConfigError as err:

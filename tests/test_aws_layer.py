@@ -69,7 +69,7 @@ def test_cluster_is_eks_132_with_oidc_api_auth_and_restricted_endpoints(rec):
     assert inputs["createOidcProvider"] is True
     assert inputs["authenticationMode"] == "API"
     assert inputs["endpointPrivateAccess"] is True and inputs["endpointPublicAccess"] is True
-    assert inputs["publicAccessCidrs"] == ["0.0.0.0/0"]
+    assert inputs["publicAccessCidrs"] == ["203.0.113.0/24"]  # the placeholder in Pulumi.dev.yaml
     assert sorted(inputs["privateSubnetIds"]) == sorted(
         f"subnet-{PREFIX}-private-{z}" for z in ("us-east-1a", "us-east-1b"))
 
@@ -191,14 +191,20 @@ def test_gpu_launch_templates_have_one_efa_interface_per_efa_card(rec, role, ins
         assert interface["securityGroups"] == [f"sg-{PREFIX}-cluster", sg_id(f"{PREFIX}-gpu")]
 
 
-def test_gpu_nodes_share_a_cluster_placement_group_and_system_nodes_do_not(rec):
-    group = rec.one("aws:ec2/placementGroup:PlacementGroup")
-    assert group.plain_inputs()["strategy"] == "cluster"
+def test_each_gpu_role_has_its_own_cluster_placement_group_and_system_nodes_none(rec):
+    groups = {g.name: g for g in rec.of_type("aws:ec2/placementGroup:PlacementGroup")}
+    assert sorted(groups) == [f"{PREFIX}-decode", f"{PREFIX}-prefill"]
     for role in ("prefill", "decode"):
-        assert template_of(rec, role)["placement"] == {"groupName": group.name}
+        assert groups[f"{PREFIX}-{role}"].plain_inputs()["strategy"] == "cluster"
+        assert template_of(rec, role)["placement"] == {"groupName": f"{PREFIX}-{role}"}
     system = template_of(rec, "system")
     assert "placement" not in system and "networkInterfaces" not in system
     assert system["vpcSecurityGroupIds"] == [f"sg-{PREFIX}-cluster", sg_id(f"{PREFIX}-system")]
+
+
+def test_a_gpu_role_without_efa_gets_no_placement_group():
+    no_efa = node_groups.NodeGroupSpec("decode", "g6e.12xlarge", 1, 1, 500, True, 0, [], ("us-east-1a",))
+    assert node_groups.placement_roles((prefill_spec(), no_efa)) == ["prefill"]
 
 
 def test_root_volumes_are_encrypted_gp3_of_the_configured_size(rec):
@@ -206,7 +212,7 @@ def test_root_volumes_are_encrypted_gp3_of_the_configured_size(rec):
         [mapping] = template_of(rec, role)["blockDeviceMappings"]
         assert mapping["deviceName"] == "/dev/xvda"
         assert mapping["ebs"] == {"volumeSize": size, "volumeType": "gp3", "encrypted": "true",
-                                  "deleteOnTermination": "true"}
+                                  "deleteOnTermination": "true", "iops": 3000, "throughput": 125}
     bigger = run(nodeGroups={"prefill": {"instanceType": "p4d.24xlarge", "count": 2, "diskGib": 900}})
     assert template_of(bigger, "prefill")["blockDeviceMappings"][0]["ebs"]["volumeSize"] == 900
 

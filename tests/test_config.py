@@ -29,7 +29,7 @@ def test_defaults_are_report_5_lab():
 def test_dev_stack_file_parses_to_the_defaults(dev_config):
     dev = config.parse(dev_config)
     assert dev.owner == "ml-infra"
-    assert dataclasses.replace(dev, owner=config.StackConfig().owner) == config.parse({})
+    assert dataclasses.replace(dev, owner=config.StackConfig().owner, public_access_cidrs=()) == config.parse({})
 
 
 def test_overrides_are_applied_and_typed():
@@ -84,8 +84,8 @@ BAD_CONFIGS = {
                        ["results.retainBucketOnDestroy: 'yes'", "true or false"]),
     "model id": ({"model": {"id": "just-a-name"}}, ["model.id: 'just-a-name'"]),
     "KV disk tier larger than the node's disk": (
-        {"serving": {"mode": "disagg", "kvOffload": {"diskCacheGib": 256}}},
-        ["serving.kvOffload.diskCacheGib: 256 GiB x 2 prefill workers per node exceeds the 300 GiB"]),
+        {"serving": {"mode": "disagg", "kvOffload": {"diskCacheGib": 4000}}},
+        ["serving.kvOffload.diskCacheGib: 4000 GiB x 2 prefill workers per node exceeds the 6504 GiB"]),
     "mapping expected": ({"serving": "agg"}, ["benchlab:serving: 'agg'", "a mapping"]),
     "benchmark parameter": ({"bench": {"concurrencySweep": {"concurrency": [0, 4]}}},
                             ["bench.concurrencySweep.concurrency"]),

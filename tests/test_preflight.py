@@ -229,6 +229,7 @@ def test_bad_credentials_fail_and_skip_the_rest(aws):
 def test_cli_exit_code_and_table(aws, monkeypatch, capsys):
     clients, stubs = aws
     monkeypatch.setattr(preflight.AwsClients, "create", classmethod(lambda cls, region, profile: clients))
+    monkeypatch.setattr(preflight, "local_checks", lambda cfg: [])  # tests/test_preflight_local.py
     stub_happy_path(stubs)
     assert cli.main(["preflight", "--stack", "dev"]) == 0
     out = capsys.readouterr().out
