@@ -16,6 +16,7 @@ from components.benchmark_jobs import Benchmarks, BenchmarksArgs, shipped_code_s
 from components.cluster import ROLE_LABEL, ClusterArgs, EksCluster
 from components.dynamo_platform import DynamoPlatform, DynamoPlatformArgs
 from components.efa_device_plugin import EfaDevicePlugin, EfaDevicePluginArgs
+from components.gpu_release import GpuRelease, GpuReleaseArgs
 from components.gpu_operator import GpuOperator, GpuOperatorArgs
 from components.model_store import ModelStore, ModelStoreArgs
 from components.monitoring import Monitoring, MonitoringArgs
@@ -65,7 +66,7 @@ class Infra:
     k8s_provider: pulumi.ProviderResource  # every Kubernetes resource uses it
     cluster_name: pulumi.Input[str]
     system_nodes: pulumi.Resource  # CPU work (monitoring, Dynamo platform, downloads) waits for it
-    gpu_nodes: dict[str, pulumi.Resource]  # "prefill" / "decode" -> node group
+    gpu_node_groups: dict[str, str]  # "prefill" / "decode" -> EKS node group name
     efs_storage_class: pulumi.Resource  # RWX, for the model store and results PVCs
     gp3_storage_class: pulumi.Resource  # default RWO, for etcd/NATS/Prometheus/Grafana
     results_bucket: aws.s3.Bucket
@@ -117,7 +118,7 @@ def aws_layer(ctx: StackContext) -> Infra:
     return Infra(
         k8s_provider=cluster.k8s_provider, cluster_name=cluster.cluster_name,
         system_nodes=nodes.groups["system"],
-        gpu_nodes={role: nodes.groups[role] for role in GPU_GROUPS},
+        gpu_node_groups={role: nodes.names[role] for role in GPU_GROUPS},
         efs_storage_class=storage.efs_storage_class, gp3_storage_class=storage.gp3_storage_class,
         results_bucket=results.bucket, oidc_provider_arn=cluster.oidc_provider_arn,
         oidc_provider_url=cluster.oidc_provider_url)
@@ -207,18 +208,32 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
         depends_on=[platform.namespaces["lab"], infra.efs_storage_class, infra.system_nodes,
                     *([token] if token is not None else [])]), opts=opts)
 
-    used_groups = sorted({group for group, _ in cfg.worker_roles().values()})
     manifest = graph_manifest(cfg)
+    # No edge to the GPU node groups: nothing in the program depends on them, so `pulumi
+    # destroy` deletes them first, while the graph is deleted through the operator (EKS drains
+    # a node for at most 5 minutes before terminating it:
+    # https://docs.aws.amazon.com/eks/latest/userguide/delete-managed-node-group.html). On up,
+    # the graph's Ready wait covers the nodes' boot.
     graph = ServingGraph(f"{ctx.name}-serving", ServingGraphArgs(
         manifest=manifest, namespace=namespace,
         ready_timeout_minutes=cfg.serving.ready_timeout_minutes,
         depends_on=[store.download, platform.dynamo_platform, platform.gpu_operator,
-                    *([platform.efa_device_plugin] if cfg.serving.mode == "disagg" else []),
-                    *(infra.gpu_nodes[group] for group in used_groups)],
+                    *([platform.efa_device_plugin] if cfg.serving.mode == "disagg" else [])],
         warnings=tuple(graph_warnings(cfg))), opts=opts)
 
+    plan = run_plan(cfg, shipped_code_sha())
+    # Beside the results volume, before any GPU node is needed: the lease also guards a run
+    # that never reaches its export; the release after the run waits for the export's marker.
+    GpuRelease(f"{ctx.name}-gpu-release", GpuReleaseArgs(
+        namespace=namespace, region=cfg.region, cluster_name=ctx.name,
+        node_groups=tuple(infra.gpu_node_groups[group] for group in GPU_GROUPS),
+        grace_minutes=cfg.gpu_release.grace_minutes, lease_hours=cfg.gpu_release.lease_hours,
+        config_hash=plan["config_hash"], graph=cfg.serving.mode,
+        oidc_provider_arn=infra.oidc_provider_arn, oidc_provider_url=infra.oidc_provider_url,
+        cpu_node_selector=cpu_nodes, depends_on=[store.results_pvc, infra.system_nodes]), opts=opts)
+
     bench = Benchmarks(f"{ctx.name}-bench", BenchmarksArgs(
-        namespace=namespace, plan=run_plan(cfg, shipped_code_sha()), modes=cfg.bench.modes(),
+        namespace=namespace, plan=plan, modes=cfg.bench.modes(),
         image=image(cfg), cpu_node_selector=cpu_nodes,
         depends_on=[graph.graph, store.results_pvc]), opts=opts)
     ResultsExport(f"{ctx.name}-export", ResultsExportArgs(

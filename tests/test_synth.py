@@ -245,16 +245,22 @@ def test_destroy_removes_the_graph_while_the_operator_and_crds_exist(remove_crds
     assert ("postRenderer" in crds.inputs) is remove_crds  # the keep annotation dropped or kept
 
 
-def test_destroy_removes_the_graph_before_its_gpu_nodes(synthesized):
-    """Workers leave their nodes before the node groups are deleted (no pod stuck on a
-    terminating node holding the destroy up)."""
-    recording, _, _ = synthesized
-    dgd = recording.one(DGD_TYPE)
-    workers = dgd.plain_inputs()["spec"]["services"]
-    groups = {s["extraPodSpec"]["nodeSelector"][ROLE_LABEL] for s in workers.values()} - {"system"}
-    assert groups
-    for group in groups:
-        assert recording.waits_for(dgd, recording.one("eks:index:ManagedNodeGroup", f"benchlab-dev-{group}"))
+@pytest.mark.parametrize("mode", ["agg", "disagg"])
+def test_destroy_releases_the_gpu_node_groups_first(mode):
+    """GPUs bill only while they measure: no resource depends on a GPU node group, so `pulumi
+    destroy` deletes both at once, at its start, while the graph goes through the operator
+    (which still runs: the graph waits for the platform)."""
+    recording = offline.run_program({**DEV_CONFIG, "serving": {**DEV_CONFIG["serving"], "mode": mode}})
+    groups = [recording.one("eks:index:ManagedNodeGroup", f"benchlab-dev-{g}") for g in ("prefill", "decode")]
+    dependents = [r.name for r in recording.resources.values() for g in groups
+                  if r.urn != g.urn and recording.waits_for(r, g)]
+    assert dependents == []
+    platform = next(r for r in recording.resources.values()
+                    if r.type in synth.HELM_TYPES and r.inputs.get("chart") == "dynamo-platform")
+    assert recording.waits_for(recording.one(DGD_TYPE), platform)
+    # the same query finds what waits for the system nodes: it can fail
+    system = recording.one("eks:index:ManagedNodeGroup", "benchlab-dev-system")
+    assert any(recording.waits_for(r, system) for r in recording.resources.values())
 
 
 def test_objects_wait_for_the_namespace_the_program_creates_for_them(synthesized):
