@@ -13,14 +13,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from facts import versions
+from facts import eks, versions
 from jobs import modes, typed_mapping
 from jobs.names import NODE_GROUPS
 from jobs.typed_mapping import limits
 from facts.instances import INSTANCE_FACTS
 
 NAMESPACE = "benchlab"
-SUPPORTED_EKS_VERSIONS = ("1.31", "1.32")
+SUPPORTED_EKS_VERSIONS = eks.VERSIONS  # each with its support calendar and AL2023 NVIDIA AMI
 TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
 SECRET_KEYS = ("hfToken", "grafanaAdminPassword")
 # The vllm-runtime image is ~20 GB compressed; containerd needs room to unpack it twice.
