@@ -5,13 +5,14 @@ env, volumes, timeouts, waitFor), the order graph, the AIPerf command lines the 
 will run, and that no secret is ever plain."""
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from jobs import aiperf_argv, modes, names, seq_dist
+from jobs import aiperf_argv, modes, names, runs, seq_dist
 from components import benchmark_jobs
 from stacks import serving_spec
 from components.base import HF_TOKEN_KEY, HF_TOKEN_SECRET
@@ -428,10 +429,28 @@ def test_export_role_is_limited_to_the_bucket_and_its_service_account(lab_runs):
     assert "system:serviceaccount:benchlab:results-export" in conditions.values()
     policy = json.loads(named(rec, "aws:iam/rolePolicy:RolePolicy", "-export-bucket").plain_inputs()["policy"])
     bucket = rec.stack_outputs["resultsBucket"]
-    actions = {a: s["Resource"] for s in policy["Statement"] for a in s["Action"]}
-    assert actions == {"s3:ListBucket": f"arn:aws:s3:::{bucket}",
-                       "s3:PutObject": f"arn:aws:s3:::{bucket}/*",
-                       "s3:AbortMultipartUpload": f"arn:aws:s3:::{bucket}/*"}
+    assert {a for s in policy["Statement"] for a in s["Action"]} == {
+        "s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload"}
+
+    def allowed(action: str, resource: str, prefix: str | None = None) -> bool:
+        """IAM's Allow with `*`/`?` wildcards in Resource and StringLike (fnmatch's, no `[`)."""
+        for statement in policy["Statement"]:
+            like = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+            if (action in statement["Action"] and fnmatch.fnmatchcase(resource, statement["Resource"])
+                    and (like is None or (prefix is not None
+                                          and any(fnmatch.fnmatchcase(prefix, p) for p in like)))):
+                return True
+        return False
+    arn = f"arn:aws:s3:::{bucket}"
+    run_id = runs.new_run_id("c0ffee" * 10, now=0)
+    for run in (run_id, f"{run_id}-1"):  # what the export lists and puts, retried runs too
+        assert allowed("s3:ListBucket", arn, f"{run}/")
+        assert allowed("s3:PutObject", f"{arn}/{run}/agg/concurrency_sweep/c4/profile_export_aiperf.json")
+        assert allowed("s3:AbortMultipartUpload", f"{arn}/{run}/agg/manifest.json")
+    # nothing outside the lab's run prefixes, no listing of the whole bucket, no other bucket
+    assert not allowed("s3:PutObject", f"{arn}/elsewhere/x.json")
+    assert not allowed("s3:ListBucket", arn) and not allowed("s3:ListBucket", arn, "elsewhere/")
+    assert not allowed("s3:PutObject", f"arn:aws:s3:::other-bucket/{run_id}/x")
     account = named(rec, "kubernetes:core/v1:ServiceAccount", "-export-account").plain_inputs()
     assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(role.name)
 
