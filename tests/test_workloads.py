@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from jobs import aiperf_argv, modes, names, runs, seq_dist
-from components import benchmark_jobs
+from components import benchmark_jobs, model_store
 from stacks import serving_spec
 from components.base import HF_TOKEN_KEY, HF_TOKEN_SECRET
 from components.cluster import ROLE_LABEL
@@ -147,8 +147,45 @@ def test_volumes_are_rwx_on_efs_with_sizes_from_config(lab_runs):
         spec = claim.plain_inputs()["spec"]
         assert spec["accessModes"] == ["ReadWriteMany"]
         assert spec["storageClassName"] == efs_class.inputs["metadata"]["name"]
-        sizes[claim.inputs["metadata"]["name"]] = spec["resources"]["requests"]["storage"]
+        assert spec["resources"]["requests"]["storage"] == model_store.EFS_NOMINAL_REQUEST
+        sizes[claim.inputs["metadata"]["name"]] = \
+            claim.plain_inputs()["metadata"]["annotations"][model_store.EXPECTED_SIZE_ANNOTATION]
     assert sizes == {"model-store": "321Gi", "bench-results": "77Gi"}
+
+
+def pvc_update_refusal(old: dict, new: dict, storage_class: dict) -> str | None:
+    """What the API server says to an update of a bound claim, None when it accepts it: the spec
+    is immutable but for resources.requests (kubernetes/kubernetes: pkg/apis/core/validation,
+    ValidatePersistentVolumeClaimUpdate), a size change needs a StorageClass that allows
+    expansion and never shrinks (plugin/pkg/admission/storage/persistentvolume/resize)."""
+    rest = ({k: v for k, v in spec.items() if k != "resources"} for spec in (old, new))
+    if next(rest) != next(rest):
+        return "spec is immutable after creation except resources.requests for bound claims"
+    before, after = (spec["resources"]["requests"]["storage"] for spec in (old, new))
+    if before == after:
+        return None
+    if not storage_class.get("allowVolumeExpansion"):
+        return ("only dynamically provisioned pvc can be resized and the storageclass that "
+                "provisions the pvc must support resize")
+    return None if int(after.rstrip("Gi")) >= int(before.rstrip("Gi")) else "field can not be less than previous value"
+
+
+def test_changing_the_efs_volume_sizes_after_the_first_deploy_applies_cleanly(lab_runs):
+    first = lab_runs("agg", {"model": {"id": "Qwen/Qwen3-30B-A3B-FP8", "storeGib": 200},
+                             "results": {"storageGib": 50}})
+    changed = lab_runs("agg", {"model": {"id": "Qwen/Qwen3-30B-A3B-FP8", "storeGib": 400},
+                               "results": {"storageGib": 20}})
+    (efs_class,) = [r.plain_inputs() for r in first.of_type("kubernetes:storage.k8s.io/v1:StorageClass")
+                    if r.inputs["provisioner"] == "efs.csi.aws.com"]
+    assert not efs_class.get("allowVolumeExpansion")  # the check below can refuse a resize
+    assert pvc_update_refusal({"resources": {"requests": {"storage": "200Gi"}}},
+                              {"resources": {"requests": {"storage": "400Gi"}}}, efs_class)
+    claims = {r.name: r.plain_inputs() for r in first.of_type(PVC)}
+    updated = {r.name: r.plain_inputs() for r in changed.of_type(PVC)}
+    assert claims.keys() == updated.keys() and len(claims) == 2
+    for name, old in claims.items():
+        assert pvc_update_refusal(old["spec"], updated[name]["spec"], efs_class) is None, name
+        assert old["metadata"]["annotations"] != updated[name]["metadata"]["annotations"]  # applied
 
 
 def test_download_job_runs_on_cpu_nodes_with_the_token_from_the_secret(lab_runs):
