@@ -37,3 +37,7 @@ def get(path: str) -> dict[str, Any]:
 
 def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
     return _request("POST", path, body)
+
+
+def delete(path: str) -> dict[str, Any]:
+    return _request("DELETE", path)

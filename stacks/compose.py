@@ -26,6 +26,7 @@ from components.results_bucket import ResultsBucket, ResultsBucketArgs
 from components.results_export import ResultsExport, ResultsExportArgs
 from components.serving_graph import ServingGraph, ServingGraphArgs, frontend_url
 from components.storage import Storage, StorageArgs
+from components.volume_guard import VolumeGuard, VolumeGuardArgs
 from facts.instances import facts
 from jobs.names import GPU_GROUPS, NODE_GROUPS
 from stacks.config import Secrets, StackConfig
@@ -69,6 +70,9 @@ class Infra:
     gpu_node_groups: dict[str, str]  # "prefill" / "decode" -> EKS node group name
     efs_storage_class: pulumi.Resource  # RWX, for the model store and results PVCs
     gp3_storage_class: pulumi.Resource  # default RWO, for etcd/NATS/Prometheus/Grafana
+    # What owns gp3 volumes waits for it: destroy deletes those first, then waits here until
+    # the CSI driver has deleted their EBS volumes, then removes the StorageClass and add-on.
+    volume_guard: pulumi.Resource
     results_bucket: aws.s3.Bucket
     oidc_provider_arn: pulumi.Input[str]  # for IRSA roles of later layers
     oidc_provider_url: pulumi.Input[str]
@@ -106,6 +110,11 @@ def aws_layer(ctx: StackContext) -> Infra:
         oidc_provider_arn=cluster.oidc_provider_arn, oidc_provider_url=cluster.oidc_provider_url,
         system_nodes=nodes.groups["system"], k8s_provider=cluster.k8s_provider,
         volume_tags=ctx.tags), opts=ctx.opts())
+    guard = VolumeGuard(ctx.name, VolumeGuardArgs(
+        storage_class=storage.gp3_storage_class.metadata.name,
+        cpu_node_selector={ROLE_LABEL: "system"},
+        depends_on=[storage.gp3_storage_class, nodes.groups["system"]]),
+        opts=pulumi.ResourceOptions(providers={"kubernetes": cluster.k8s_provider}))
     results = ResultsBucket(ctx.name, ResultsBucketArgs(
         name_prefix=ctx.name, retain_on_destroy=cfg.results.retain_bucket_on_destroy), opts=ctx.opts())
 
@@ -120,8 +129,8 @@ def aws_layer(ctx: StackContext) -> Infra:
         system_nodes=nodes.groups["system"],
         gpu_node_groups={role: nodes.names[role] for role in GPU_GROUPS},
         efs_storage_class=storage.efs_storage_class, gp3_storage_class=storage.gp3_storage_class,
-        results_bucket=results.bucket, oidc_provider_arn=cluster.oidc_provider_arn,
-        oidc_provider_url=cluster.oidc_provider_url)
+        volume_guard=guard.deployment, results_bucket=results.bucket,
+        oidc_provider_arn=cluster.oidc_provider_arn, oidc_provider_url=cluster.oidc_provider_url)
 
 
 def _node_group_specs(cfg: StackConfig, network: Network) -> tuple[NodeGroupSpec, ...]:
@@ -158,7 +167,7 @@ def platform_layer(ctx: StackContext, infra: Infra) -> Platform:
     ns = base.namespaces
     # Monitoring and the Dynamo platform run on CPU nodes with gp3 volumes: they wait for the
     # system nodes and gp3, never for a GPU node group, and install while the GPU nodes boot.
-    cpu_ready = [infra.system_nodes, infra.gp3_storage_class]
+    cpu_ready = [infra.system_nodes, infra.gp3_storage_class, infra.volume_guard]
     monitoring = Monitoring(ctx.name, MonitoringArgs(
         namespace=NAMESPACES["monitoring"],
         kube_prometheus_stack_version=cfg.versions.kube_prometheus_stack,

@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from components import volume_guard
 from components.cluster import ROLE_LABEL
 from cli import cli, offline, stack_file, synth
 from stacks import compose as program
@@ -334,3 +335,22 @@ def test_cli_help(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["synth", "--help"])
     assert exit_.value.code == 0 and "--out" in capsys.readouterr().out
+
+
+def test_destroy_deletes_the_gp3_volumes_before_the_ebs_csi_add_on(synthesized):
+    """Prometheus, Grafana, etcd and NATS go first; then the volume guard (whose pod deletes the
+    claims they leave and waits for the CSI driver to delete their EBS volumes); then the gp3
+    StorageClass and the EBS CSI add-on."""
+    recording, _, _ = synthesized
+    guard = recording.one("kubernetes:apps/v1:Deployment", "benchlab-dev-volume-guard")
+    gp3 = next(r for r in recording.of_type("kubernetes:storage.k8s.io/v1:StorageClass")
+               if r.inputs["metadata"]["name"] == "gp3")
+    addon = next(r for r in recording.of_type("aws:eks/addon:Addon") if r.inputs["addonName"] == "aws-ebs-csi-driver")
+    assert recording.waits_for(guard, gp3) and recording.waits_for(gp3, addon)
+    charts = {r.inputs.get("chart"): r for r in recording.resources.values() if r.type in synth.HELM_TYPES}
+    for chart in ("kube-prometheus-stack", "dynamo-platform"):  # Prometheus + Grafana; etcd + NATS
+        assert recording.waits_for(charts[chart], guard), chart
+    assert not recording.waits_for(guard, charts["kube-prometheus-stack"])  # direction matters
+    pod = guard.plain_inputs()["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > volume_guard.DRAIN_SECONDS
+    assert guard.plain_inputs()["metadata"]["annotations"]["pulumi.com/deletionPropagationPolicy"] == "foreground"
