@@ -42,8 +42,9 @@ def deployment_spec(args: VolumeGuardArgs, code_configmap: pulumi.Input[str], co
         "name": "guard",
         "image": PYTHON_IMAGE,
         "command": ["python", "-m", f"{job_code.PACKAGE}.volume_guard"],
-        "env": job_code.env_list({"STORAGE_CLASS": args.storage_class,
-                                  "DRAIN_SECONDS": str(DRAIN_SECONDS), "READY_FILE": READY_FILE}),
+        "env": [*job_code.env_list({"STORAGE_CLASS": args.storage_class, "DEPLOYMENT": NAME,
+                                    "DRAIN_SECONDS": str(DRAIN_SECONDS), "READY_FILE": READY_FILE}),
+                {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
         # Ready (and alive) once it has read the volumes through the API: it can drain them.
         "readinessProbe": {"exec": {"command": ["test", "-f", READY_FILE]}, "periodSeconds": 10},
         "livenessProbe": {"exec": {"command": ["test", "-f", READY_FILE]},
@@ -72,7 +73,10 @@ class VolumeGuard(pulumi.ComponentResource):
         role = k8s.rbac.v1.ClusterRole(
             f"{name}-volume-guard", metadata={"labels": PART_OF}, opts=after,
             rules=[{"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["list", "delete"]},
-                   {"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": ["list"]}])
+                   {"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": ["list"]},
+                   # is its own Deployment being deleted (destroy) or only rolled out?
+                   {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": [NAME],
+                    "verbs": ["get"]}])
         binding = k8s.rbac.v1.ClusterRoleBinding(
             f"{name}-volume-guard", metadata={"labels": PART_OF}, opts=after,
             role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",

@@ -2,7 +2,8 @@
 
 `python -m jobs.volume_guard`, the one container of a small Deployment in kube-system. It idles
 until it is told to stop (SIGTERM: Pulumi deletes the Deployment after the monitoring and Dynamo
-platform releases, before the gp3 StorageClass and the EBS CSI add-on). Then it deletes every
+platform releases, before the gp3 StorageClass and the EBS CSI add-on). If its Deployment is
+being deleted (not rolled out, not evicted), it deletes every
 claim of the StorageClass left behind (StatefulSets leave theirs: Prometheus, etcd, NATS) and
 waits until no PersistentVolume of that class is left, i.e. until the CSI driver has deleted the
 EBS volumes, which it does asynchronously. Pulumi deletes the Deployment in the foreground, so it
@@ -17,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.error
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -52,6 +54,21 @@ def drain(storage_class: str, deadline: float, get: Callable = kube_api.get,
         sleep(POLL_SECONDS)
 
 
+def destroying(deployment: dict[str, Any] | None) -> bool:
+    """Is the guard's Deployment being deleted (destroy), rather than rolled or evicted? Foreground
+    deletion marks it with a deletionTimestamp until its pods are gone; None: already gone."""
+    return deployment is None or bool(deployment["metadata"].get("deletionTimestamp"))
+
+
+def own_deployment(env: Mapping[str, str], get: Callable = kube_api.get) -> dict[str, Any] | None:
+    try:
+        return get(f"/apis/apps/v1/namespaces/{env['POD_NAMESPACE']}/deployments/{env['DEPLOYMENT']}")
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            return None
+        raise
+
+
 def main(env: Mapping[str, str] = os.environ) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -60,6 +77,9 @@ def main(env: Mapping[str, str] = os.environ) -> int:
     Path(env["READY_FILE"]).write_text("ready\n")
     print("idle until the lab is destroyed", flush=True)
     stop.wait()
+    if not destroying(own_deployment(env)):
+        print("stopped by a rollout or an eviction, not a destroy: the volumes stay", flush=True)
+        return 0
     # Keep a margin inside the pod's grace period, so the answer is logged before a SIGKILL.
     deadline = time.monotonic() + int(env["DRAIN_SECONDS"])
     left = drain(env["STORAGE_CLASS"], deadline)

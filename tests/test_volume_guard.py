@@ -2,6 +2,8 @@
 driver to delete their volumes (asynchronously), within its deadline."""
 from __future__ import annotations
 
+import pytest
+
 from jobs import volume_guard
 
 
@@ -54,3 +56,23 @@ def test_names_what_is_left_at_the_deadline():
     left = volume_guard.drain("gp3", deadline=20, get=api.get, delete=api.delete,
                               clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
     assert left == ["pvc-1", "pvc-2"] and now[0] >= 20
+
+
+def test_only_a_destroy_drains_not_a_rollout_or_an_eviction():
+    assert volume_guard.destroying(None)  # already gone
+    assert volume_guard.destroying({"metadata": {"deletionTimestamp": "2026-11-29T23:00:00Z"}})
+    assert not volume_guard.destroying({"metadata": {"name": "ebs-volume-guard"}})
+
+
+def test_its_deployment_missing_counts_as_destroyed_other_api_errors_do_not():
+    import urllib.error
+    env = {"POD_NAMESPACE": "kube-system", "DEPLOYMENT": "ebs-volume-guard"}
+
+    def gone(path):
+        raise urllib.error.HTTPError(path, 404, "not found", {}, None)
+
+    def refused(path):
+        raise urllib.error.HTTPError(path, 403, "forbidden", {}, None)
+    assert volume_guard.own_deployment(env, get=gone) is None
+    with pytest.raises(urllib.error.HTTPError):  # a refused lookup never passes for a destroy
+        volume_guard.own_deployment(env, get=refused)
