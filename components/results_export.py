@@ -67,7 +67,8 @@ def export_job_spec(args: ResultsExportArgs, code_configmap: pulumi.Input[str], 
         "command": job_code.pip_then_run(BOTO3_REQUIREMENT, "export_to_s3"),
         "env": job_code.env_list(env),
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
-        "volumeMounts": [{"name": "results", "mountPath": RESULTS_MOUNT, "readOnly": True},
+        # Read-write for one file: the export's marker (exported.json), which the GPU release waits for.
+        "volumeMounts": [{"name": "results", "mountPath": RESULTS_MOUNT},
                          {"name": "plan", "mountPath": PLAN_MOUNT, "readOnly": True}],
     }
     return {
@@ -77,8 +78,7 @@ def export_job_spec(args: ResultsExportArgs, code_configmap: pulumi.Input[str], 
         "activeDeadlineSeconds": EXPORT_TIMEOUT_MINUTES * 60,
         "template": job_code.job_template(
             container=container,
-            volumes=[{"name": "results", "persistentVolumeClaim": {
-                         "claimName": RESULTS_PVC, "readOnly": True}},
+            volumes=[{"name": "results", "persistentVolumeClaim": {"claimName": RESULTS_PVC}},
                      {"name": "plan", "configMap": {"name": args.plan_configmap}}],
             code_configmap=code_configmap, node_selector=args.cpu_node_selector,
             labels={"app.kubernetes.io/name": "results-export", **PART_OF},

@@ -100,3 +100,19 @@ def test_it_is_created_early_and_needs_neither_gpus_nor_the_run(rec):
     assert later and gpu
     assert not any(rec.waits_for(cronjob, r) for r in later + gpu)
 
+
+
+def test_the_release_waits_for_the_marker_the_export_writes(rec):
+    """Release after export: the export Job writes its marker onto the results volume the
+    CronJob reads, for the run (config hash) the CronJob watches."""
+    export = next(r for r in rec.of_type("kubernetes:batch/v1:Job") if r.name.endswith("-export-job"))
+    template = export.plain_inputs()["spec"]["template"]
+    mounts = {m["name"]: m for m in template["spec"]["containers"][0]["volumeMounts"]}
+    claims = {v["name"]: v["persistentVolumeClaim"] for v in template["spec"]["volumes"]
+              if "persistentVolumeClaim" in v}
+    assert not mounts["results"].get("readOnly") and not claims["results"].get("readOnly")
+    cron_pod = rec.one(CRONJOB).plain_inputs()["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    cron_claims = {v["persistentVolumeClaim"]["claimName"] for v in cron_pod["volumes"]
+                   if "persistentVolumeClaim" in v}
+    assert cron_claims == {claims["results"]["claimName"]}
+    assert env_of(rec.one(CRONJOB))["CONFIG_HASH"] == template["metadata"]["annotations"]["benchlab.io/config-hash"]
