@@ -113,7 +113,11 @@ def read_run(root: Path, config_hash: str, graph: str) -> RunState:
     except runs.RunError:
         return RunState(None, None, None, False)
     graph_dir = root / run_id / graph
-    exported = run_manifest.read_exported(graph_dir)
+    try:
+        exported = run_manifest.read_exported(graph_dir)
+    except run_manifest.ManifestError as err:  # unreadable: not a proof that the run is in S3
+        print(f"export marker: {err}", flush=True)
+        exported = None
     try:
         released = RELEASE_KEY in run_manifest.read_manifest(graph_dir).extra
     except run_manifest.ManifestError:

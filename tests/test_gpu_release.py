@@ -202,3 +202,9 @@ def test_a_persistent_api_error_fails_clearly_and_leaves_the_nodes_as_they_were(
     assert f"UpdateNodegroupConfig {GROUPS[0]} failed 3 times" in out
     assert f"node group {GROUPS[0]} is unchanged (2 nodes)" in out
     assert gpu_release.RELEASE_KEY not in run_manifest.read_manifest(graph_dir).extra
+
+
+def test_an_unreadable_export_marker_is_not_a_finished_export(tmp_path):
+    graph_dir = results_tree(tmp_path, exported_at=None)
+    (graph_dir / run_manifest.EXPORTED_FILE).write_text("{not json")
+    assert gpu_release.read_run(tmp_path, HASH, "agg").exported_at is None
