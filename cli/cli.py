@@ -17,6 +17,7 @@ COMMANDS = {
     "preflight": "cli.preflight",
     "cost": "cli.cost",
     "results": "cli.results",
+    "leftovers": "cli.leftovers",
     "tools": "cli.tools_command",
 }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import ipaddress
 import json
 import re
@@ -23,6 +24,7 @@ from cli.cost import nodes_up
 from jobs.names import GRAPHS, NODE_GROUPS
 from stacks import pod_fit
 from stacks.config import StackConfig, is_open_to_internet
+from facts import eks as eks_facts
 from facts.instances import facts, quota_family
 
 HELP = "check credentials, GPU capacity, EFA, quotas and the EKS version before `pulumi up`"
@@ -74,7 +76,8 @@ def run_checks(cfg: StackConfig, clients: AwsClients) -> list[Check]:
             *check_efa(cfg, clients.ec2),
             *check_quotas(cfg, clients.quotas, clients.ec2),
             check_eks_version(cfg, clients.eks),
-            check_capacity_reservations(cfg, clients.ec2)]
+            check_capacity_reservations(cfg, clients.ec2),
+            check_gpu_release(cfg)]
 
 
 def local_checks(cfg: StackConfig) -> list[Check]:
@@ -288,10 +291,22 @@ def check_eks_version(cfg: StackConfig, eks) -> Check:
     if status == "STANDARD_SUPPORT":
         return Check(name, "pass", f"available in {cfg.region}, standard support")
     if status == "EXTENDED_SUPPORT":
-        return Check(name, "warn", "in extended support: the control plane costs $0.60/h "
-                     "instead of $0.10/h", "set kubernetesVersion to a version in standard support")
+        return Check(name, "warn", eks_facts.describe(version, dt.date.today()),
+                     "set kubernetesVersion to a version in standard support")
     return Check(name, "fail", f"not offered in {cfg.region} ({status or 'unknown version'})",
                  "set kubernetesVersion to a version EKS offers (aws eks describe-cluster-versions)")
+
+
+def check_gpu_release(cfg: StackConfig) -> Check:
+    """What guards the GPU hours: the release after each run and the lease (no AWS call)."""
+    release = cfg.gpu_release
+    lease = (f"lease {release.lease_hours} h: a GPU node group up that long since its last change "
+             "is scaled to 0 whatever runs")
+    if not release.grace_minutes:
+        return Check("GPU release", "warn", f"off after a run (gpuRelease.graceMinutes 0); {lease}",
+                     "set gpuRelease.graceMinutes (e.g. 10) so the GPUs stop once the results are in S3")
+    return Check("GPU release", "pass", f"GPU node groups to 0 {release.grace_minutes} min after each "
+                 f"results export; {lease}; `pulumi up --refresh` brings them back")
 
 
 def check_capacity_reservations(cfg: StackConfig, ec2) -> Check:

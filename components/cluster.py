@@ -111,9 +111,11 @@ class EksCluster(pulumi.ComponentResource):
         self.vpc_cni = self._vpc_cni(name, args.cluster_name, partition)
         # Server-side apply: large CRDs (kube-prometheus-stack, Dynamo) exceed the client-side
         # last-applied annotation limit.
+        # deleteUnreachable: when the cluster is already gone, destroy drops its objects from the
+        # state instead of failing (https://github.com/pulumi/pulumi-kubernetes/pull/2489).
         self.k8s_provider = k8s.Provider(
             f"{name}-k8s", kubeconfig=self.cluster.kubeconfig_json, enable_server_side_apply=True,
-            opts=pulumi.ResourceOptions(parent=self))
+            delete_unreachable=True, opts=pulumi.ResourceOptions(parent=self))
         self.register_outputs({"clusterName": self.cluster_name, "kubeconfig": self.kubeconfig,
                                "oidcProviderArn": self.oidc_provider_arn})
 

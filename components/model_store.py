@@ -25,6 +25,10 @@ RESULTS_MOUNT = "/results"
 PYTHON_IMAGE = "python:3.11-slim"
 # Pinned: the Job installs it at start (python-slim has no hub client).
 HUB_REQUIREMENT = "huggingface_hub==1.33.0"
+# What an EFS claim requests: nominal, EFS does not enforce it (capacity "has no meaning and is
+# ignored by the CSI driver": https://docs.redhat.com/ja/documentation/openshift_container_platform/4.20/html/storage/efs-create-static-pv_persistent-storage-csi-aws-efs).
+EFS_NOMINAL_REQUEST = "1Gi"
+EXPECTED_SIZE_ANNOTATION = "benchlab.io/expected-size"  # the configured size, for people and `cost`
 # Pod retries on top of the in-process retries; Kubernetes backs off 10 s, 20 s, 40 s between.
 DOWNLOAD_BACKOFF_LIMIT = 3
 
@@ -103,9 +107,15 @@ class ModelStore(pulumi.ComponentResource):
     def _rwx_claim(name: str, claim: str, gib: int, args: ModelStoreArgs,
                    opts: pulumi.ResourceOptions) -> k8s.core.v1.PersistentVolumeClaim:
         # Named, not auto-named: the serving graph and the Jobs refer to the claims by name.
+        # EFS is elastic and its CSI driver ignores a claim's capacity, so the request is a fixed
+        # nominal size: the API server refuses any size change of a bound claim whose
+        # StorageClass does not allow expansion (kubernetes/kubernetes:
+        # plugin/pkg/admission/storage/persistentvolume/resize/admission.go), and the configured
+        # size, a mutable annotation, changes without touching the spec.
         return k8s.core.v1.PersistentVolumeClaim(
             f"{name}-{claim}",
-            metadata={"name": claim, "namespace": args.namespace, "labels": PART_OF},
+            metadata={"name": claim, "namespace": args.namespace, "labels": PART_OF,
+                      "annotations": {EXPECTED_SIZE_ANNOTATION: f"{gib}Gi"}},
             spec={"accessModes": ["ReadWriteMany"], "storageClassName": args.storage_class,
-                  "resources": {"requests": {"storage": f"{gib}Gi"}}},
+                  "resources": {"requests": {"storage": EFS_NOMINAL_REQUEST}}},
             opts=opts)

@@ -1,7 +1,9 @@
-"""The S3 bucket the benchmark results are exported to: encrypted, private, versioned, and
-kept by `pulumi destroy` unless config says otherwise (results outlive the lab)."""
+"""The S3 bucket the benchmark results are exported to: encrypted, private, TLS only, versioned
+(old versions and unfinished uploads expire), and kept by `pulumi destroy` unless config says
+otherwise (results outlive the lab)."""
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -22,6 +24,27 @@ def bucket_prefix(name_prefix: str) -> str:
     suffix = "-results-"
     base = re.sub(r"[^a-z0-9-]+", "-", name_prefix.lower()).strip("-")
     return base[:BUCKET_PREFIX_MAX - len(suffix)] + suffix
+
+
+NONCURRENT_VERSION_DAYS = 30
+UNFINISHED_UPLOAD_DAYS = 7
+
+
+def tls_only_policy(bucket_arn: str) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+        "Resource": [bucket_arn, f"{bucket_arn}/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]})
+
+
+def lifecycle_rules() -> list[dict]:
+    every_object = {"prefix": ""}
+    return [
+        {"id": "expire-old-versions", "status": "Enabled", "filter": every_object,
+         "noncurrent_version_expiration": {"noncurrent_days": NONCURRENT_VERSION_DAYS}},
+        {"id": "abort-unfinished-uploads", "status": "Enabled", "filter": every_object,
+         "abort_incomplete_multipart_upload": {"days_after_initiation": UNFINISHED_UPLOAD_DAYS}},
+    ]
 
 
 class ResultsBucket(pulumi.ComponentResource):
@@ -50,9 +73,20 @@ class ResultsBucket(pulumi.ComponentResource):
             f"{name}-results", bucket=bucket_id, opts=child,
             # SSE-S3: encrypted at rest with no KMS key policy for the export Job to satisfy.
             rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}])
-        aws.s3.BucketVersioning(
+        versioning = aws.s3.BucketVersioning(
             f"{name}-results", bucket=bucket_id,
             versioning_configuration={"status": "Enabled"}, opts=child)
+        # Requests without TLS are refused, whoever makes them:
+        # https://repost.aws/knowledge-center/s3-bucket-policy-for-config-rule
+        aws.s3.BucketPolicy(f"{name}-results-tls-only", bucket=bucket_id,
+                            policy=self.bucket.arn.apply(tls_only_policy), opts=child)
+        # Overwritten objects (a retried export) keep old versions, and an interrupted upload
+        # keeps its parts: both bill until removed. After versioning, as S3 applies it to a
+        # versioned bucket: https://docs.aws.amazon.com/AmazonS3/latest/API/API_LifecycleRule.html
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-results", bucket=bucket_id, rules=lifecycle_rules(),
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.retain_on_destroy,
+                                        depends_on=[versioning]))
 
         self.bucket_name = self.bucket.bucket
         self.register_outputs({"bucket": self.bucket_name})

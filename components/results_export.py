@@ -2,7 +2,8 @@
 series to the Pushgateway (the Pareto dashboard reads them).
 
 The Job's AWS identity is its own IAM role (IRSA), assumable only by this Job's service
-account, allowed to list the results bucket and put objects into it: nothing else, no delete.
+account, allowed to list and put objects under the run prefixes of the results bucket:
+nothing else, no delete.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components import job_code
+from jobs import runs
 from components.base import PART_OF
 from components.benchmark_jobs import PLAN_FILE, PLAN_MOUNT
 from components.irsa import irsa_trust_policy
@@ -32,10 +34,14 @@ EXPORT_RESOURCES = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memor
 
 
 def bucket_policy(bucket_arn: str) -> str:
+    """List and put under the lab's run prefixes (`<run id>/...`) only. IAM matches `*` and `?`
+    in resource ARNs and StringLike conditions:
+    https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_resource.html"""
     return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": bucket_arn},
+        {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": bucket_arn,
+         "Condition": {"StringLike": {"s3:prefix": [f"{runs.RUN_ID_GLOB}/"]}}},
         {"Effect": "Allow", "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
-         "Resource": f"{bucket_arn}/*"},
+         "Resource": f"{bucket_arn}/{runs.RUN_ID_GLOB}/*"},
     ]})
 
 
@@ -64,7 +70,8 @@ def export_job_spec(args: ResultsExportArgs, code_configmap: pulumi.Input[str], 
         "command": job_code.pip_then_run(BOTO3_REQUIREMENT, "export_to_s3"),
         "env": job_code.env_list(env),
         "resources": EXPORT_RESOURCES,
-        "volumeMounts": [{"name": "results", "mountPath": RESULTS_MOUNT, "readOnly": True},
+        # Read-write for one file: the export's marker (exported.json), which the GPU release waits for.
+        "volumeMounts": [{"name": "results", "mountPath": RESULTS_MOUNT},
                          {"name": "plan", "mountPath": PLAN_MOUNT, "readOnly": True}],
     }
     return {
@@ -74,8 +81,7 @@ def export_job_spec(args: ResultsExportArgs, code_configmap: pulumi.Input[str], 
         "activeDeadlineSeconds": EXPORT_TIMEOUT_MINUTES * 60,
         "template": job_code.job_template(
             container=container,
-            volumes=[{"name": "results", "persistentVolumeClaim": {
-                         "claimName": RESULTS_PVC, "readOnly": True}},
+            volumes=[{"name": "results", "persistentVolumeClaim": {"claimName": RESULTS_PVC}},
                      {"name": "plan", "configMap": {"name": args.plan_configmap}}],
             code_configmap=code_configmap, node_selector=args.cpu_node_selector,
             labels={"app.kubernetes.io/name": "results-export", **PART_OF},

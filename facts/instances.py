@@ -43,8 +43,8 @@ INSTANCE_FACTS: dict[str, InstanceFacts] = {
     "m7i.4xlarge": InstanceFacts(16, 64, on_demand_usd_per_hour=0.8064),
 }
 
-# Fixed hourly costs of the stack besides nodes (us-east-1, same date).
-EKS_CONTROL_PLANE_USD_PER_HOUR = 0.10
+# Fixed hourly costs of the stack besides nodes (us-east-1, same date); the EKS control plane's
+# price depends on its version's support phase: facts/eks.py.
 NAT_GATEWAY_USD_PER_HOUR = 0.045
 
 

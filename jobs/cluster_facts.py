@@ -8,14 +8,10 @@ No Pulumi import: runs inside the cluster Jobs.
 """
 from __future__ import annotations
 
-import json
-import os
-import ssl
-import urllib.request
-from pathlib import Path
 from typing import Any
 
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+from jobs import kube_api
+
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 
 
@@ -37,18 +33,7 @@ def placement(pods: list[dict[str, Any]], nodes: list[dict[str, Any]], graph: st
     return sorted(entries, key=lambda entry: entry["pod"])
 
 
-def _get(path: str) -> dict[str, Any]:
-    host = os.environ["KUBERNETES_SERVICE_HOST"]
-    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-    token = (SERVICE_ACCOUNT_DIR / "token").read_text().strip()
-    request = urllib.request.Request(f"https://{host}:{port}{path}",
-                                     headers={"Authorization": f"Bearer {token}"})
-    context = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT_DIR / "ca.crt"))
-    with urllib.request.urlopen(request, context=context, timeout=30) as response:
-        return json.load(response)
-
-
 def read_placement(namespace: str, graph: str, role_label: str) -> list[dict]:
-    pods = _get(f"/api/v1/namespaces/{namespace}/pods")["items"]
-    nodes = _get("/api/v1/nodes")["items"]
+    pods = kube_api.get(f"/api/v1/namespaces/{namespace}/pods")["items"]
+    nodes = kube_api.get("/api/v1/nodes")["items"]
     return placement(pods, nodes, graph, role_label)

@@ -5,6 +5,9 @@
 objects already there with the same size are skipped, so a retried export resumes. The AWS
 credentials come from the Job's service account (IRSA: a role limited to the bucket).
 
+Once the upload is complete it writes the export's marker (`exported.json`, also uploaded) into
+the run's graph directory: the GPU release (jobs/gpu_release.py) waits for it.
+
 Exit code: 0 when the run is exported and every mode finished ok; 1 otherwise, after the
 upload, so `pulumi up` ends in an error that names the failed modes while their data is safe.
 
@@ -12,6 +15,7 @@ No Pulumi import.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -53,7 +57,7 @@ def unfinished_modes(graph_dir: Path, expected: list[str]) -> list[str]:
     return found
 
 
-def main(env: Mapping[str, str] = os.environ, s3: Any = None) -> int:
+def main(env: Mapping[str, str] = os.environ, s3: Any = None, now: dt.datetime | None = None) -> int:
     plan = json.loads(Path(env["PLAN_FILE"]).read_text())
     root = Path(env["RESULTS_ROOT"])
     run_id = runs.current(root, plan["config_hash"])
@@ -64,6 +68,10 @@ def main(env: Mapping[str, str] = os.environ, s3: Any = None) -> int:
     uploaded, skipped = upload_run(root, run_id, env["RESULTS_BUCKET"], s3)
     print(f"run {run_id}: {uploaded} files uploaded to s3://{env['RESULTS_BUCKET']}/{run_id}/, "
           f"{skipped} already there", flush=True)
+    # Only now is the run safe in S3: the marker says so, to the GPU release and in the bucket.
+    marker = run_manifest.write_exported(graph_dir, now or dt.datetime.now(dt.timezone.utc),
+                                         env["RESULTS_BUCKET"])
+    s3.upload_file(str(marker), env["RESULTS_BUCKET"], f"{run_id}/{plan['graph']}/{marker.name}")
 
     problems = push_summary.push_run(env["PUSHGATEWAY_URL"], run_id, graph_dir)
     problems += unfinished_modes(graph_dir, list(names.MODES))

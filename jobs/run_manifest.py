@@ -4,11 +4,14 @@ Layout of one run:
     <root>/<run_id>/<graph>/manifest.json       what ran: graph, nodes, workers, versions, simulated
     <root>/<run_id>/<graph>/<mode>/status.json  how one benchmark mode ended
     <root>/<run_id>/<graph>/<mode>/<step>/...   one AIPerf artifact directory per step
+    <root>/<run_id>/<graph>/exported.json       (cloud) when the export had the run in S3
 
 No Pulumi import: this module runs inside the cluster Jobs too.
 """
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +22,7 @@ from jobs.names import GPU_GROUPS, GRAPHS
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 STATUS_FILE = "status.json"
+EXPORTED_FILE = "exported.json"
 STATUSES = ("ok", "failed", "skipped")
 
 
@@ -111,6 +115,29 @@ def read_manifest(graph_dir: Path) -> RunManifest:
         workers={role: WorkerSpec(**spec) for role, spec in body["workers"].items()},
         extra={key: value for key, value in body.items() if key not in known},
     )
+
+
+def with_extra(manifest: RunManifest, key: str, value: Any) -> RunManifest:
+    """The manifest with one more recorded key (e.g. the GPU release's record)."""
+    return dataclasses.replace(manifest, extra={**manifest.extra, key: value})
+
+
+def write_exported(graph_dir: Path, finished: dt.datetime, bucket: str) -> Path:
+    """The export's marker: the run is in `bucket` since `finished` (what the GPU release waits for)."""
+    stamp = finished.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _write_json(graph_dir / EXPORTED_FILE, {"finished": stamp, "bucket": bucket})
+
+
+def read_exported(graph_dir: Path) -> dt.datetime | None:
+    """When the export finished; None when it has not (no marker)."""
+    path = graph_dir / EXPORTED_FILE
+    if not path.exists():
+        return None
+    finished = _require(_read_json(path), "finished", str, path)
+    try:
+        return dt.datetime.fromisoformat(finished)
+    except ValueError:
+        raise ManifestError(path, f"key 'finished' is not an ISO 8601 time: {finished!r}") from None
 
 
 def write_status(mode_dir: Path, status: ModeStatus) -> Path:

@@ -28,6 +28,10 @@ class RunError(RuntimeError):
     """The run id a Job needs cannot be had."""
 
 
+# Every run id, with or without a "-<n>" suffix, in IAM's wildcards (the export role's S3 scope).
+RUN_ID_GLOB = "????????T??????Z-*"
+
+
 def new_run_id(config_hash: str, now: float | None = None) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
     return f"{stamp}-{config_hash[:HASH_CHARS]}"

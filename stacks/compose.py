@@ -16,6 +16,7 @@ from components.benchmark_jobs import Benchmarks, BenchmarksArgs, shipped_code_s
 from components.cluster import ROLE_LABEL, ClusterArgs, EksCluster
 from components.dynamo_platform import DynamoPlatform, DynamoPlatformArgs
 from components.efa_device_plugin import EfaDevicePlugin, EfaDevicePluginArgs
+from components.gpu_release import GpuRelease, GpuReleaseArgs
 from components.gpu_operator import GpuOperator, GpuOperatorArgs
 from components.model_store import ModelStore, ModelStoreArgs
 from components.monitoring import Monitoring, MonitoringArgs
@@ -25,6 +26,7 @@ from components.results_bucket import ResultsBucket, ResultsBucketArgs
 from components.results_export import ResultsExport, ResultsExportArgs
 from components.serving_graph import ServingGraph, ServingGraphArgs, frontend_url
 from components.storage import Storage, StorageArgs
+from components.volume_guard import VolumeGuard, VolumeGuardArgs
 from facts.instances import facts
 from facts.node_capacity import NODE_LIMITS
 from jobs.names import GPU_GROUPS, NODE_GROUPS
@@ -75,9 +77,12 @@ class Infra:
     k8s_provider: pulumi.ProviderResource  # every Kubernetes resource uses it
     cluster_name: pulumi.Input[str]
     system_nodes: pulumi.Resource  # CPU work (monitoring, Dynamo platform, downloads) waits for it
-    gpu_nodes: dict[str, pulumi.Resource]  # "prefill" / "decode" -> node group
+    gpu_node_groups: dict[str, str]  # "prefill" / "decode" -> EKS node group name
     efs_storage_class: pulumi.Resource  # RWX, for the model store and results PVCs
     gp3_storage_class: pulumi.Resource  # default RWO, for etcd/NATS/Prometheus/Grafana
+    # What owns gp3 volumes waits for it: destroy deletes those first, then waits here until
+    # the CSI driver has deleted their EBS volumes, then removes the StorageClass and add-on.
+    volume_guard: pulumi.Resource
     results_bucket: aws.s3.Bucket
     oidc_provider_arn: pulumi.Input[str]  # for IRSA roles of later layers
     oidc_provider_url: pulumi.Input[str]
@@ -117,6 +122,11 @@ def aws_layer(ctx: StackContext) -> Infra:
         oidc_provider_arn=cluster.oidc_provider_arn, oidc_provider_url=cluster.oidc_provider_url,
         system_nodes=nodes.groups["system"], k8s_provider=cluster.k8s_provider,
         volume_tags=ctx.tags), opts=ctx.opts())
+    guard = VolumeGuard(ctx.name, VolumeGuardArgs(
+        storage_class=storage.gp3_storage_class.metadata.name,
+        cpu_node_selector={ROLE_LABEL: "system"},
+        depends_on=[storage.gp3_storage_class, nodes.groups["system"]]),
+        opts=pulumi.ResourceOptions(providers={"kubernetes": cluster.k8s_provider}))
     results = ResultsBucket(ctx.name, ResultsBucketArgs(
         name_prefix=ctx.name, retain_on_destroy=cfg.results.retain_bucket_on_destroy), opts=ctx.opts())
 
@@ -129,10 +139,10 @@ def aws_layer(ctx: StackContext) -> Infra:
     return Infra(
         k8s_provider=cluster.k8s_provider, cluster_name=cluster.cluster_name,
         system_nodes=nodes.groups["system"],
-        gpu_nodes={role: nodes.groups[role] for role in GPU_GROUPS},
+        gpu_node_groups={role: nodes.names[role] for role in GPU_GROUPS},
         efs_storage_class=storage.efs_storage_class, gp3_storage_class=storage.gp3_storage_class,
-        results_bucket=results.bucket, oidc_provider_arn=cluster.oidc_provider_arn,
-        oidc_provider_url=cluster.oidc_provider_url)
+        volume_guard=guard.deployment, results_bucket=results.bucket,
+        oidc_provider_arn=cluster.oidc_provider_arn, oidc_provider_url=cluster.oidc_provider_url)
 
 
 def _node_group_specs(cfg: StackConfig, network: Network) -> tuple[NodeGroupSpec, ...]:
@@ -170,7 +180,7 @@ def platform_layer(ctx: StackContext, infra: Infra) -> Platform:
     ns = base.namespaces
     # Monitoring and the Dynamo platform run on CPU nodes with gp3 volumes: they wait for the
     # system nodes and gp3, never for a GPU node group, and install while the GPU nodes boot.
-    cpu_ready = [infra.system_nodes, infra.gp3_storage_class]
+    cpu_ready = [infra.system_nodes, infra.gp3_storage_class, infra.volume_guard]
     monitoring = Monitoring(ctx.name, MonitoringArgs(
         namespace=NAMESPACES["monitoring"],
         kube_prometheus_stack_version=cfg.versions.kube_prometheus_stack,
@@ -220,18 +230,32 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
         depends_on=[platform.namespaces["lab"], infra.efs_storage_class, infra.system_nodes,
                     *([token] if token is not None else [])]), opts=opts)
 
-    used_groups = sorted({group for group, _ in cfg.worker_roles().values()})
     manifest = graph_manifest(cfg)
+    # No edge to the GPU node groups: nothing in the program depends on them, so `pulumi
+    # destroy` deletes them first, while the graph is deleted through the operator (EKS drains
+    # a node for at most 5 minutes before terminating it:
+    # https://docs.aws.amazon.com/eks/latest/userguide/delete-managed-node-group.html). On up,
+    # the graph's Ready wait covers the nodes' boot.
     graph = ServingGraph(f"{WORKLOADS}-serving", ServingGraphArgs(
         manifest=manifest, namespace=namespace,
         ready_timeout_minutes=cfg.serving.ready_timeout_minutes,
         depends_on=[store.download, platform.dynamo_platform, platform.gpu_operator,
-                    *([platform.efa_device_plugin] if cfg.serving.mode == "disagg" else []),
-                    *(infra.gpu_nodes[group] for group in used_groups)],
+                    *([platform.efa_device_plugin] if cfg.serving.mode == "disagg" else [])],
         warnings=tuple(graph_warnings(cfg))), opts=opts)
 
+    plan = run_plan(cfg, shipped_code_sha())
+    # Beside the results volume, before any GPU node is needed: the lease also guards a run
+    # that never reaches its export; the release after the run waits for the export's marker.
+    GpuRelease(f"{WORKLOADS}-gpu-release", GpuReleaseArgs(
+        namespace=namespace, region=cfg.region, cluster_name=ctx.name,
+        node_groups=tuple(infra.gpu_node_groups[group] for group in GPU_GROUPS),
+        grace_minutes=cfg.gpu_release.grace_minutes, lease_hours=cfg.gpu_release.lease_hours,
+        config_hash=plan["config_hash"], graph=cfg.serving.mode,
+        oidc_provider_arn=infra.oidc_provider_arn, oidc_provider_url=infra.oidc_provider_url,
+        cpu_node_selector=cpu_nodes, depends_on=[store.results_pvc, infra.system_nodes]), opts=opts)
+
     bench = Benchmarks(f"{WORKLOADS}-bench", BenchmarksArgs(
-        namespace=namespace, plan=run_plan(cfg, shipped_code_sha()), modes=cfg.bench.modes(),
+        namespace=namespace, plan=plan, modes=cfg.bench.modes(),
         image=image(cfg), cpu_node_selector=cpu_nodes,
         depends_on=[graph.graph, store.results_pvc]), opts=opts)
     ResultsExport(f"{WORKLOADS}-export", ResultsExportArgs(

@@ -8,11 +8,12 @@ before any resource is registered.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from facts import versions
+from facts import eks, versions
 from jobs import modes, typed_mapping
 from jobs.names import NODE_GROUPS
 from jobs.typed_mapping import limits
@@ -20,7 +21,7 @@ from facts import node_capacity
 from facts.instances import INSTANCE_FACTS
 
 NAMESPACE = "benchlab"
-SUPPORTED_EKS_VERSIONS = ("1.31", "1.32")
+SUPPORTED_EKS_VERSIONS = eks.VERSIONS  # each with its support calendar and AL2023 NVIDIA AMI
 TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
 SECRET_KEYS = ("hfToken", "grafanaAdminPassword")
 # The vllm-runtime image is ~20 GB compressed; containerd needs room to unpack it twice.
@@ -141,6 +142,18 @@ class ControlPlaneLogs:
 
 
 @dataclass(frozen=True)
+class GpuRelease:
+    """GPUs bill only while they measure: the in-cluster release (components/gpu_release.py)."""
+    # After the run's results export, the GPU node groups scale to zero once this grace is over
+    # (time to look at the live graph); 0: never after a run (the lease still holds).
+    grace_minutes: int = field(default=10, metadata=limits(low=0))
+    # The longest a GPU node group may stay up since its last change (creation, scaling, a
+    # restore); past it, it is released whatever still runs. A few hours above the planned
+    # campaign (`benchlab cost`: about 3.5 h for Pulumi.dev.yaml).
+    lease_hours: int = field(default=6, metadata=AT_LEAST_ONE)
+
+
+@dataclass(frozen=True)
 class StackConfig:
     owner: str = "benchlab-operator"
     region: str = "us-east-1"
@@ -159,6 +172,7 @@ class StackConfig:
     monitoring: Monitoring = Monitoring()
     results: Results = Results()
     destroy: Destroy = Destroy()
+    gpu_release: GpuRelease = GpuRelease()
     bench: modes.BenchPlan = field(default_factory=modes.BenchPlan)
     # Secrets are never part of the parsed config: see `Secrets`.
 
@@ -249,6 +263,7 @@ def _check(cfg: StackConfig) -> list[str]:
                             f"{min_disk} GiB{' (the vllm-runtime image is large)' if role != 'system' else ''}")
 
     problems.extend(_check_workers(cfg))
+    problems.extend(_check_lease(cfg))
 
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", cfg.model.id):
         problems.append(f"{ns}:model.id: {cfg.model.id!r} is not a Hugging Face repo id (org/name)")
@@ -295,6 +310,18 @@ def is_open_to_internet(cidr: str) -> bool:
         return ipaddress.IPv4Network(cidr).prefixlen == 0
     except ValueError:
         return False  # reported as not a CIDR
+
+
+def _check_lease(cfg: StackConfig) -> list[str]:
+    """The lease must let one `pulumi up` finish on the GPUs it started: the graph's Ready wait
+    and the planned benchmarks (the lease counts from the node group's last change)."""
+    run_minutes = cfg.serving.ready_timeout_minutes + math.ceil(cfg.bench.planned_seconds / 60)
+    needed = math.ceil(run_minutes / 60)
+    if cfg.gpu_release.lease_hours >= needed:
+        return []
+    return [f"{NAMESPACE}:gpuRelease.leaseHours: {cfg.gpu_release.lease_hours} h would release the "
+            f"GPUs during a run (serving.readyTimeoutMinutes {cfg.serving.ready_timeout_minutes} + "
+            f"{math.ceil(cfg.bench.planned_seconds / 60)} planned benchmark minutes); at least {needed}"]
 
 
 def _check_workers(cfg: StackConfig) -> list[str]:

@@ -24,15 +24,16 @@ from typing import Iterable
 
 from components.benchmark_jobs import BENCH_RESOURCES
 from components.cluster import ROLE_LABEL
+from components.gpu_release import RELEASE_RESOURCES
+from components.volume_guard import GUARD_RESOURCES
 from components.model_store import DOWNLOAD_RESOURCES
 from components.results_export import EXPORT_RESOURCES
 from facts.instances import INSTANCE_FACTS
 from facts.node_capacity import NODE_LIMITS, allocatable
-from jobs.names import GRAPHS, NODE_GROUPS
+from jobs.names import GPU_GROUPS as GPU_ROLES, GRAPHS, NODE_GROUPS
 from stacks.config import MIN_GPU_DISK_GIB, NAMESPACE, StackConfig
 from stacks.serving_spec import graph_manifest
 
-GPU_ROLES = ("prefill", "decode")
 
 
 @dataclass(frozen=True)
@@ -173,17 +174,20 @@ def pods_from_objects(objects: Iterable[tuple[str, str, dict]]) -> list[Pod]:
 
 
 # --- what the stack schedules, known before any resource exists ----------------------------
-def _job(name: str, resources: dict) -> Pod:
+def _job(name: str, resources: dict, job: bool = True) -> Pod:
     requests = resources.get("requests", {})
     return Pod(name, "system", cpu_millis(requests.get("cpu")), mib(requests.get("memory")),
-               gib(requests.get("ephemeral-storage")), job=True)
+               gib(requests.get("ephemeral-storage")), job=job)
 
 
 def scheduled_pods(cfg: StackConfig) -> list[Pod]:
     graphs = [pod for mode in GRAPHS for pod in pods_of_graph(graph_manifest(
         dataclasses.replace(cfg, serving=dataclasses.replace(cfg.serving, mode=mode))))]
     return [*PLATFORM_PODS, *graphs, _job("model-download", DOWNLOAD_RESOURCES),
-            _job("benchmark", BENCH_RESOURCES), _job("results-export", EXPORT_RESOURCES)]
+            _job("benchmark", BENCH_RESOURCES), _job("results-export", EXPORT_RESOURCES),
+            # a CronJob: it runs beside the benchmark Jobs, so it counts as a pod that stays
+            _job("gpu-release", RELEASE_RESOURCES, job=False),
+            _job("ebs-volume-guard", GUARD_RESOURCES, job=False)]  # a Deployment
 
 
 # --- the check -------------------------------------------------------------------------------

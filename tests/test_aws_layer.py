@@ -328,7 +328,7 @@ def test_results_bucket_is_private_encrypted_versioned_and_kept_on_destroy(rec):
     assert inputs["bucketPrefix"] == f"{PREFIX}-results-"
     assert inputs["forceDestroy"] is False
     settings = {r.type.split(":")[-1]: r.plain_inputs() for r in bucket_and_settings(rec)}
-    assert len(settings) == 5
+    assert len(settings) == 7
     for name, setting in settings.items():
         if name != "Bucket":
             assert setting["bucket"] == rec.stack_outputs["resultsBucket"], name
@@ -339,6 +339,21 @@ def test_results_bucket_is_private_encrypted_versioned_and_kept_on_destroy(rec):
     [rule] = settings["BucketServerSideEncryptionConfiguration"]["rules"]
     assert rule["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
     assert settings["BucketOwnershipControls"]["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
+    # TLS only, for every principal, on the bucket and every object
+    [deny] = json.loads(settings["BucketPolicy"]["policy"])["Statement"]
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "s3:*")
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    arn = f"arn:aws:s3:::{rec.stack_outputs['resultsBucket']}"
+    assert sorted(deny["Resource"]) == [arn, arn + "/*"]
+    # old versions and unfinished multipart uploads expire, for every object
+    rules = {r["id"]: r for r in settings["BucketLifecycleConfiguration"]["rules"]}
+    assert rules["expire-old-versions"]["noncurrentVersionExpiration"] == {
+        "noncurrentDays": results_bucket.NONCURRENT_VERSION_DAYS}
+    assert rules["abort-unfinished-uploads"]["abortIncompleteMultipartUpload"] == {
+        "daysAfterInitiation": results_bucket.UNFINISHED_UPLOAD_DAYS}
+    assert all(r["status"] == "Enabled" and r["filter"] == {"prefix": ""} for r in rules.values())
+    lifecycle = next(r for r in bucket_and_settings(rec) if r.type.endswith("BucketLifecycleConfiguration"))
+    assert rec.waits_for(lifecycle, next(r for r in bucket_and_settings(rec) if r.type.endswith("BucketVersioning")))
     # the bucket and every setting on it survive `pulumi destroy`
     assert all(r.options["retain_on_delete"] for r in bucket_and_settings(rec))
 
@@ -363,6 +378,8 @@ def test_kubernetes_provider_uses_the_cluster_kubeconfig_with_server_side_apply(
     assert isinstance(inputs["kubeconfig"], offline.Secret)
     assert json.loads(inputs["kubeconfig"].value)["clusters"][0]["name"] == PREFIX
     assert inputs["enableServerSideApply"] in (True, "true")
+    # a destroy finishes when the cluster is already gone
+    assert inputs.get("deleteUnreachable") in (True, "true")
     k8s_resources = [r for r in rec.resources.values() if r.type.startswith("kubernetes:")]
     assert k8s_resources and all(r.provider.rsplit("::", 1)[0] == provider.urn for r in k8s_resources)
 

@@ -143,3 +143,14 @@ def test_bench_values_share_the_config_parser_and_are_all_reported():
     assert len(err.value.problems) == 3
     assert [p.split(":")[1] for p in err.value.problems] == [
         "bench.concurrencySweep.concurrency", "bench.concurrencySweep.isl", "bench.multiTurn.turns"]
+
+
+def test_the_gpu_lease_must_outlast_one_run_and_the_grace_may_be_zero():
+    assert config.parse({"gpuRelease": {"graceMinutes": 0, "leaseHours": 2}}).gpu_release.grace_minutes == 0
+    with pytest.raises(config.ConfigError) as err:
+        config.parse({"gpuRelease": {"graceMinutes": -1, "leaseHours": 1}})
+    text = str(err.value)
+    assert "benchlab:gpuRelease.graceMinutes: -1" in text
+    # one run: 60 min Ready wait + the planned benchmarks (~43 min) -> at least 2 h
+    assert "benchlab:gpuRelease.leaseHours: 1 h would release the GPUs during a run" in text
+    assert "at least 2" in text

@@ -3,6 +3,7 @@ follows the benchmark plan's durations, the floor is GPUs x benchmark time only,
 Pricing API path works (botocore Stubber: moto has no Pricing API)."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
@@ -11,6 +12,7 @@ from botocore.stub import Stubber
 from cli import cli, cost, pricing
 from cli.cli import CliError
 from stacks import config
+from facts import eks
 from facts.instances import facts
 from jobs import names
 
@@ -151,7 +153,10 @@ def test_cli_prints_hourly_campaign_floor_and_ratio(capsys):
     est = cost.estimate(cfg, table(cfg))
     assert "as of" in out and "serving.mode=disagg" in out
     assert f"{est.total_usd:.2f}" in out and f"{est.floor_usd:.2f}" in out
-    assert f"campaign / floor: {est.total_usd / est.floor_usd:.2f}x" in out
+    assert (f"campaign / floor: {est.total_usd / est.floor_usd:.2f}x release off, "
+            f"{est.total_usd_released / est.floor_usd:.2f}x release on") in out
+    assert "GPU release: node groups to 0 10 min after each results export; lease 6 h" in out
+    assert "EKS 1.32: " in out
 
 
 def test_cli_live_uses_the_pricing_api(monkeypatch, pricing_stub, capsys):
@@ -168,3 +173,61 @@ def test_table_prices_in_another_region_carry_a_note():
                         "gpuAvailabilityZone": "us-west-2a"})
     prices = table(cfg)
     assert "use --live" in cost.render(cost.estimate(cfg, prices), prices, cfg)
+
+
+# ---- EKS control plane, GPU release and lease ------------------------------------------------
+def control_plane_line(cfg, on):
+    return {name: usd for name, usd in cost.fixed_usd_per_hour(cfg, on).items() if "EKS" in name}
+
+
+def test_the_control_plane_price_follows_the_version_support_calendar():
+    cfg = config.parse({})  # 1.32: standard support ended 2026-03-23
+    assert control_plane_line(cfg, dt.date(2026, 3, 23)) == {"EKS control plane (1.32, standard support)": 0.10}
+    assert control_plane_line(cfg, dt.date(2026, 3, 24)) == {"EKS control plane (1.32, extended support)": 0.60}
+    newer = config.parse({"kubernetesVersion": "1.35"})
+    assert list(control_plane_line(newer, dt.date(2026, 11, 29)).values()) == [0.10]
+    assert "extended support since 2026-03-23" in eks.describe("1.32", dt.date(2026, 11, 29))
+    assert "support ended" in eks.describe("1.31", dt.date(2026, 11, 29))
+
+
+def test_every_allowed_eks_version_has_a_support_calendar():
+    assert config.SUPPORTED_EKS_VERSIONS == tuple(eks.CALENDAR)
+    assert config.StackConfig().kubernetes_version == "1.32"
+    with pytest.raises(config.ConfigError, match="kubernetesVersion: '1.30' is not supported"):
+        config.parse({"kubernetesVersion": "1.30"})
+
+
+def gpu_usd_per_minute(cfg, graph):
+    """GPU nodes with their root volumes (both go when a node group scales to zero)."""
+    return cost.gpu_nodes_usd_per_hour(cfg, table(cfg), graph) / 60
+
+
+def test_the_release_bills_gpus_for_the_grace_only_while_a_person_waits():
+    cfg = config.parse({})
+    prices = table(cfg)
+    on = dt.date(2026, 11, 29)
+    planned = cost.estimate(cfg, prices, on)
+    assert planned.total_usd_released == pytest.approx(planned.total_usd)  # waits shorter than the grace
+    wait, grace = 120, cfg.gpu_release.grace_minutes
+    longer = cost.estimate(cfg, prices, on, wait)
+    saved = (wait - grace) * (gpu_usd_per_minute(cfg, "agg") + gpu_usd_per_minute(cfg, "disagg"))
+    assert longer.total_usd - longer.total_usd_released == pytest.approx(saved)
+    off = config.parse({"gpuRelease": {"graceMinutes": 0}})
+    assert cost.estimate(off, prices, on, wait).total_usd_released == pytest.approx(longer.total_usd)
+
+
+def test_destroy_bills_the_gpus_only_while_their_node_groups_go():
+    cfg = config.parse({})
+    destroy = [p for p in cost.timeline(cfg) if p.name.startswith("destroy")]
+    gpu_minutes = sum(p.minutes for p in destroy if p.nodes["prefill"] or p.nodes["decode"])
+    assert gpu_minutes == cost.GPU_NODE_GROUP_DELETE_MIN < cost.DESTROY_NODES_MIN
+
+
+def test_a_forgotten_lab_is_capped_by_the_lease_and_the_release():
+    cfg = config.parse({"gpuRelease": {"graceMinutes": 10, "leaseHours": 6}})
+    forgotten = cost.estimate(cfg, table(cfg), dt.date(2026, 11, 29)).forgotten
+    never, lease, release = forgotten.values()
+    gpus = cost.gpu_nodes_usd_per_hour(cfg, table(cfg), "disagg")
+    assert gpus > cost.gpu_usd_per_hour(cfg, table(cfg), "disagg")  # root volumes go too
+    assert never - lease == pytest.approx((cost.FORGOTTEN_HOURS - 6) * gpus)
+    assert lease - release == pytest.approx((6 - 10 / 60) * gpus)

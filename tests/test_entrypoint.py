@@ -279,6 +279,23 @@ def test_export_uploads_the_run_and_pushes_one_group_per_step(tmp_path, real_sum
 
     # a retried export uploads nothing twice
     assert export_to_s3.upload_run(tmp_path / "results", run_id, "results", s3) == (0, len(keys))
+    # the marker the GPU release waits for, written once the run is in S3 (and uploaded too)
+    assert run_manifest.read_exported(tmp_path / "results" / run_id / "agg") is not None
+    assert f"{run_id}/agg/{run_manifest.EXPORTED_FILE}" in keys
+
+
+def test_an_export_that_could_not_upload_leaves_no_marker(tmp_path, real_summary, monkeypatch,
+                                                          pushgateway, s3):
+    url, _ = pushgateway
+    plan = plan_for("agg", QUICK)
+    run_id = run_campaign(tmp_path, plan, "uid", FakeAiperf(real_summary), monkeypatch)
+
+    def refuse(*args, **kwargs):
+        raise OSError("S3 unreachable")
+    monkeypatch.setattr(s3, "upload_file", refuse)
+    with pytest.raises(OSError):
+        export_to_s3.main(export_env(tmp_path, plan, url), s3=s3)
+    assert run_manifest.read_exported(tmp_path / "results" / run_id / "agg") is None
 
 
 def test_export_fails_the_deployment_after_uploading_when_a_mode_failed(tmp_path, real_summary,

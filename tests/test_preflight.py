@@ -254,3 +254,19 @@ def test_cli_help(capsys):
         cli.main(["preflight", "--help"])
     assert exit_.value.code == 0
     assert "--stack" in capsys.readouterr().out
+
+
+def test_preflight_states_the_gpu_release_and_lease():
+    check = preflight.check_gpu_release(config.parse({}))
+    assert check.status == "pass" and "10 min after each results export" in check.detail
+    assert "lease 6 h" in check.detail and "pulumi up --refresh" in check.detail
+    off = preflight.check_gpu_release(config.parse({"gpuRelease": {"graceMinutes": 0, "leaseHours": 3}}))
+    assert off.status == "warn" and "lease 3 h" in off.detail and "gpuRelease.graceMinutes" in off.fix
+
+
+def test_extended_support_names_the_price_and_the_date(aws):
+    clients, stubs = aws
+    stubs["eks"].add_response("describe_cluster_versions", version_reply("1.32", "EXTENDED_SUPPORT"))
+    check = preflight.check_eks_version(config.parse({}), clients.eks)
+    assert check.status == "warn" and "$0.60/h instead of $0.10/h" in check.detail
+    assert "2026-03-23" in check.detail

@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from components import volume_guard
 from components.cluster import ROLE_LABEL
 from cli import cli, offline, stack_file, synth
 from stacks import compose as program
@@ -245,16 +246,22 @@ def test_destroy_removes_the_graph_while_the_operator_and_crds_exist(remove_crds
     assert ("postRenderer" in crds.inputs) is remove_crds  # the keep annotation dropped or kept
 
 
-def test_destroy_removes_the_graph_before_its_gpu_nodes(synthesized):
-    """Workers leave their nodes before the node groups are deleted (no pod stuck on a
-    terminating node holding the destroy up)."""
-    recording, _, _ = synthesized
-    dgd = recording.one(DGD_TYPE)
-    workers = dgd.plain_inputs()["spec"]["services"]
-    groups = {s["extraPodSpec"]["nodeSelector"][ROLE_LABEL] for s in workers.values()} - {"system"}
-    assert groups
-    for group in groups:
-        assert recording.waits_for(dgd, recording.one("eks:index:ManagedNodeGroup", f"benchlab-dev-{group}"))
+@pytest.mark.parametrize("mode", ["agg", "disagg"])
+def test_destroy_releases_the_gpu_node_groups_first(mode):
+    """GPUs bill only while they measure: no resource depends on a GPU node group, so `pulumi
+    destroy` deletes both at once, at its start, while the graph goes through the operator
+    (which still runs: the graph waits for the platform)."""
+    recording = offline.run_program({**DEV_CONFIG, "serving": {**DEV_CONFIG["serving"], "mode": mode}})
+    groups = [recording.one("eks:index:ManagedNodeGroup", f"benchlab-dev-{g}") for g in ("prefill", "decode")]
+    dependents = [r.name for r in recording.resources.values() for g in groups
+                  if r.urn != g.urn and recording.waits_for(r, g)]
+    assert dependents == []
+    platform = next(r for r in recording.resources.values()
+                    if r.type in synth.HELM_TYPES and r.inputs.get("chart") == "dynamo-platform")
+    assert recording.waits_for(recording.one(DGD_TYPE), platform)
+    # the same query finds what waits for the system nodes: it can fail
+    system = recording.one("eks:index:ManagedNodeGroup", "benchlab-dev-system")
+    assert any(recording.waits_for(r, system) for r in recording.resources.values())
 
 
 def test_objects_wait_for_the_namespace_the_program_creates_for_them(synthesized):
@@ -328,3 +335,22 @@ def test_cli_help(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["synth", "--help"])
     assert exit_.value.code == 0 and "--out" in capsys.readouterr().out
+
+
+def test_destroy_deletes_the_gp3_volumes_before_the_ebs_csi_add_on(synthesized):
+    """Prometheus, Grafana, etcd and NATS go first; then the volume guard (whose pod deletes the
+    claims they leave and waits for the CSI driver to delete their EBS volumes); then the gp3
+    StorageClass and the EBS CSI add-on."""
+    recording, _, _ = synthesized
+    guard = recording.one("kubernetes:apps/v1:Deployment", "benchlab-dev-volume-guard")
+    gp3 = next(r for r in recording.of_type("kubernetes:storage.k8s.io/v1:StorageClass")
+               if r.inputs["metadata"]["name"] == "gp3")
+    addon = next(r for r in recording.of_type("aws:eks/addon:Addon") if r.inputs["addonName"] == "aws-ebs-csi-driver")
+    assert recording.waits_for(guard, gp3) and recording.waits_for(gp3, addon)
+    charts = {r.inputs.get("chart"): r for r in recording.resources.values() if r.type in synth.HELM_TYPES}
+    for chart in ("kube-prometheus-stack", "dynamo-platform"):  # Prometheus + Grafana; etcd + NATS
+        assert recording.waits_for(charts[chart], guard), chart
+    assert not recording.waits_for(guard, charts["kube-prometheus-stack"])  # direction matters
+    pod = guard.plain_inputs()["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > volume_guard.DRAIN_SECONDS
+    assert guard.plain_inputs()["metadata"]["annotations"]["pulumi.com/deletionPropagationPolicy"] == "foreground"

@@ -5,14 +5,15 @@ env, volumes, timeouts, waitFor), the order graph, the AIPerf command lines the 
 will run, and that no secret is ever plain."""
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from jobs import aiperf_argv, modes, names, seq_dist
-from components import benchmark_jobs
+from jobs import aiperf_argv, modes, names, runs, seq_dist
+from components import benchmark_jobs, model_store
 from stacks import serving_spec
 from components.base import HF_TOKEN_KEY, HF_TOKEN_SECRET
 from components.cluster import ROLE_LABEL
@@ -88,8 +89,8 @@ def test_download_does_not_wait_for_gpu_nodes_but_for_what_it_needs(lab_runs, mo
     assert rec.waits_for(download, named(rec, "kubernetes:storage.k8s.io/v1:StorageClass", "-efs"))
 
 
-@pytest.mark.parametrize("mode, used", [("agg", {"prefill"}), ("disagg", {"prefill", "decode"})])
-def test_graph_waits_for_download_platform_gpu_operator_and_its_gpu_nodes(lab_runs, mode, used):
+@pytest.mark.parametrize("mode", ["agg", "disagg"])
+def test_graph_waits_for_download_platform_gpu_operator_but_not_for_gpu_nodes(lab_runs, mode):
     rec = lab_runs(mode)
     (dgd,) = rec.of_type(DGD)
     assert rec.waits_for(dgd, named(rec, JOB, "-models-download"))
@@ -98,8 +99,8 @@ def test_graph_waits_for_download_platform_gpu_operator_and_its_gpu_nodes(lab_ru
     operator = [r for name, r in releases.items() if "gpu-operator" in name]
     assert platform and operator
     assert all(rec.waits_for(dgd, r) for r in platform + operator)
-    for role, group in gpu_groups(rec).items():
-        assert rec.waits_for(dgd, group) == (role in used), role
+    # destroy deletes the GPU node groups first; up waits for them in the graph's Ready wait
+    assert not any(rec.waits_for(dgd, group) for group in gpu_groups(rec).values())
     efa = [r for name, r in releases.items() if "efa" in name]
     assert efa and all(rec.waits_for(dgd, r) == (mode == "disagg") for r in efa)
 
@@ -146,8 +147,45 @@ def test_volumes_are_rwx_on_efs_with_sizes_from_config(lab_runs):
         spec = claim.plain_inputs()["spec"]
         assert spec["accessModes"] == ["ReadWriteMany"]
         assert spec["storageClassName"] == efs_class.inputs["metadata"]["name"]
-        sizes[claim.inputs["metadata"]["name"]] = spec["resources"]["requests"]["storage"]
+        assert spec["resources"]["requests"]["storage"] == model_store.EFS_NOMINAL_REQUEST
+        sizes[claim.inputs["metadata"]["name"]] = \
+            claim.plain_inputs()["metadata"]["annotations"][model_store.EXPECTED_SIZE_ANNOTATION]
     assert sizes == {"model-store": "321Gi", "bench-results": "77Gi"}
+
+
+def pvc_update_refusal(old: dict, new: dict, storage_class: dict) -> str | None:
+    """What the API server says to an update of a bound claim, None when it accepts it: the spec
+    is immutable but for resources.requests (kubernetes/kubernetes: pkg/apis/core/validation,
+    ValidatePersistentVolumeClaimUpdate), a size change needs a StorageClass that allows
+    expansion and never shrinks (plugin/pkg/admission/storage/persistentvolume/resize)."""
+    rest = ({k: v for k, v in spec.items() if k != "resources"} for spec in (old, new))
+    if next(rest) != next(rest):
+        return "spec is immutable after creation except resources.requests for bound claims"
+    before, after = (spec["resources"]["requests"]["storage"] for spec in (old, new))
+    if before == after:
+        return None
+    if not storage_class.get("allowVolumeExpansion"):
+        return ("only dynamically provisioned pvc can be resized and the storageclass that "
+                "provisions the pvc must support resize")
+    return None if int(after.rstrip("Gi")) >= int(before.rstrip("Gi")) else "field can not be less than previous value"
+
+
+def test_changing_the_efs_volume_sizes_after_the_first_deploy_applies_cleanly(lab_runs):
+    first = lab_runs("agg", {"model": {"id": "Qwen/Qwen3-30B-A3B-FP8", "storeGib": 200},
+                             "results": {"storageGib": 50}})
+    changed = lab_runs("agg", {"model": {"id": "Qwen/Qwen3-30B-A3B-FP8", "storeGib": 400},
+                               "results": {"storageGib": 20}})
+    (efs_class,) = [r.plain_inputs() for r in first.of_type("kubernetes:storage.k8s.io/v1:StorageClass")
+                    if r.inputs["provisioner"] == "efs.csi.aws.com"]
+    assert not efs_class.get("allowVolumeExpansion")  # the check below can refuse a resize
+    assert pvc_update_refusal({"resources": {"requests": {"storage": "200Gi"}}},
+                              {"resources": {"requests": {"storage": "400Gi"}}}, efs_class)
+    claims = {r.name: r.plain_inputs() for r in first.of_type(PVC)}
+    updated = {r.name: r.plain_inputs() for r in changed.of_type(PVC)}
+    assert claims.keys() == updated.keys() and len(claims) == 2
+    for name, old in claims.items():
+        assert pvc_update_refusal(old["spec"], updated[name]["spec"], efs_class) is None, name
+        assert old["metadata"]["annotations"] != updated[name]["metadata"]["annotations"]  # applied
 
 
 def test_download_job_runs_on_cpu_nodes_with_the_token_from_the_secret(lab_runs):
@@ -428,10 +466,28 @@ def test_export_role_is_limited_to_the_bucket_and_its_service_account(lab_runs):
     assert "system:serviceaccount:benchlab:results-export" in conditions.values()
     policy = json.loads(named(rec, "aws:iam/rolePolicy:RolePolicy", "-export-bucket").plain_inputs()["policy"])
     bucket = rec.stack_outputs["resultsBucket"]
-    actions = {a: s["Resource"] for s in policy["Statement"] for a in s["Action"]}
-    assert actions == {"s3:ListBucket": f"arn:aws:s3:::{bucket}",
-                       "s3:PutObject": f"arn:aws:s3:::{bucket}/*",
-                       "s3:AbortMultipartUpload": f"arn:aws:s3:::{bucket}/*"}
+    assert {a for s in policy["Statement"] for a in s["Action"]} == {
+        "s3:ListBucket", "s3:PutObject", "s3:AbortMultipartUpload"}
+
+    def allowed(action: str, resource: str, prefix: str | None = None) -> bool:
+        """IAM's Allow with `*`/`?` wildcards in Resource and StringLike (fnmatch's, no `[`)."""
+        for statement in policy["Statement"]:
+            like = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+            if (action in statement["Action"] and fnmatch.fnmatchcase(resource, statement["Resource"])
+                    and (like is None or (prefix is not None
+                                          and any(fnmatch.fnmatchcase(prefix, p) for p in like)))):
+                return True
+        return False
+    arn = f"arn:aws:s3:::{bucket}"
+    run_id = runs.new_run_id("c0ffee" * 10, now=0)
+    for run in (run_id, f"{run_id}-1"):  # what the export lists and puts, retried runs too
+        assert allowed("s3:ListBucket", arn, f"{run}/")
+        assert allowed("s3:PutObject", f"{arn}/{run}/agg/concurrency_sweep/c4/profile_export_aiperf.json")
+        assert allowed("s3:AbortMultipartUpload", f"{arn}/{run}/agg/manifest.json")
+    # nothing outside the lab's run prefixes, no listing of the whole bucket, no other bucket
+    assert not allowed("s3:PutObject", f"{arn}/elsewhere/x.json")
+    assert not allowed("s3:ListBucket", arn) and not allowed("s3:ListBucket", arn, "elsewhere/")
+    assert not allowed("s3:PutObject", f"arn:aws:s3:::other-bucket/{run_id}/x")
     account = named(rec, "kubernetes:core/v1:ServiceAccount", "-export-account").plain_inputs()
     assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(role.name)
 
