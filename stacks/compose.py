@@ -161,7 +161,7 @@ def platform_layer(ctx: StackContext, infra: Infra) -> Platform:
     monitoring = Monitoring(ctx.name, MonitoringArgs(
         namespace=NAMESPACES["monitoring"],
         kube_prometheus_stack_version=cfg.versions.kube_prometheus_stack,
-        pushgateway_version=cfg.versions.pushgateway, dynamo_version=cfg.versions.dynamo,
+        pushgateway_version=cfg.versions.pushgateway,
         retention=cfg.monitoring.retention,
         prometheus_storage_gib=cfg.monitoring.prometheus_storage_gib,
         grafana_storage_gib=cfg.monitoring.grafana_storage_gib, storage_class=gp3,

@@ -40,7 +40,8 @@ OUTSIDE_REFERENCE = {
         "grafana.persistence.storageClassName",  # documented there as a commented-out key
         "grafana.deploymentStrategy.type",
         "grafana.admin.existingSecret",
-        "grafana.dashboardProviders.*", "grafana.dashboards.*",
+        # charts/grafana/templates/role.yaml: a Role instead of the ClusterRole (grafana 8.5.x)
+        "grafana.rbac.namespaced",
     },
 }
 
