@@ -58,6 +58,10 @@ class EksCluster(pulumi.ComponentResource):
             endpoint_private_access=True,
             endpoint_public_access=True,
             public_access_cidrs=list(args.public_access_cidrs),
+            # The VPC CNI's network policy agent: without it NetworkPolicies are not enforced.
+            # pulumi/pulumi-eks@3328fbe:nodejs/eks/addons/cni-addon.ts (-> the vpc-cni add-on's
+            # configurationValues.enableNetworkPolicy); https://docs.aws.amazon.com/eks/latest/userguide/cni-network-policy-configure.html
+            vpc_cni_options={"enable_network_policy": True},
             tags=args.tags,
             cluster_tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self),

@@ -20,6 +20,7 @@ from components.gpu_operator import GpuOperator, GpuOperatorArgs
 from components.model_store import ModelStore, ModelStoreArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
+from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from components.node_groups import NodeGroups, NodeGroupsArgs, NodeGroupSpec
 from components.results_bucket import ResultsBucket, ResultsBucketArgs
 from components.results_export import ResultsExport, ResultsExportArgs
@@ -155,6 +156,11 @@ def platform_layer(ctx: StackContext, infra: Infra) -> Platform:
         # After the storage classes, so destroy deletes the namespaces (and their PVCs) first.
         depends_on=[infra.gp3_storage_class, infra.efs_storage_class]), opts=opts)
     ns = base.namespaces
+    # With the namespaces, before any workload: a default deny and the flows the lab needs.
+    NetworkPolicies(ctx.name, NetworkPoliciesArgs(
+        lab=NAMESPACES["lab"], dynamo_system=NAMESPACES["dynamo-system"],
+        monitoring=NAMESPACES["monitoring"], vpc_cidr=cfg.vpc_cidr,
+        depends_on=[ns[role] for role in ("lab", "dynamo-system", "monitoring")]), opts=opts)
     # Monitoring and the Dynamo platform run on CPU nodes with gp3 volumes: they wait for the
     # system nodes and gp3, never for a GPU node group, and install while the GPU nodes boot.
     cpu_ready = [infra.system_nodes, infra.gp3_storage_class]

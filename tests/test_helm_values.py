@@ -43,6 +43,10 @@ OUTSIDE_REFERENCE = {
         # charts/grafana/templates/role.yaml: a Role instead of the ClusterRole (grafana 8.5.x)
         "grafana.rbac.namespaced",
     },
+    "dynamo-platform": {
+        # bitnami/charts bitnami/etcd/values.yaml (etcd chart 12.0.18 under dynamo-platform 0.9)
+        "etcd.networkPolicy.enabled",
+    },
 }
 
 
