@@ -2,6 +2,8 @@
 needs (allowed) and for flows it must not have (denied); the VPC CNI enforces them."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from cli import offline
@@ -128,9 +130,16 @@ def test_policies_follow_the_vpc_cidr():
 
 
 def test_the_vpc_cni_network_policy_agent_is_on():
+    """Whichever resource manages the vpc-cni add-on enables the agent: pulumi-eks's
+    `vpcCniOptions` or an aws.eks.Addon's configurationValues (the add-on's schema key)."""
     rec = offline.run_program(offline.stack_config(str(REPO / "Pulumi.dev.yaml")))
+    addons = [json.loads(a.plain_inputs().get("configurationValues") or "{}")
+              for a in rec.of_type("aws:eks/addon:Addon") if a.plain_inputs()["addonName"] == "vpc-cni"]
     cluster = rec.one("eks:index:Cluster").plain_inputs()
-    assert cluster["vpcCniOptions"]["enableNetworkPolicy"] is True
+    if addons:
+        assert [a.get("enableNetworkPolicy") for a in addons] == ["true"]
+    else:
+        assert cluster["vpcCniOptions"]["enableNetworkPolicy"] is True
 
 
 def test_etcd_chart_adds_no_policy_of_its_own():
