@@ -88,9 +88,14 @@ FORBIDDEN = [
 
 
 @pytest.fixture(scope="module")
-def rendered() -> list[dict]:
+def recording() -> offline.Recording:
+    return offline.run_program(offline.stack_config(str(REPO / "Pulumi.dev.yaml")))
+
+
+@pytest.fixture(scope="module")
+def rendered(recording) -> list[dict]:
     """The NetworkPolicies of the dev stack as the program registers them."""
-    rec = offline.run_program(offline.stack_config(str(REPO / "Pulumi.dev.yaml")))
+    rec = recording
     found = [{"metadata": r.plain_inputs()["metadata"], "spec": r.plain_inputs()["spec"]}
              for r in rec.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")]
     assert found
@@ -129,10 +134,10 @@ def test_policies_follow_the_vpc_cidr():
     assert not allowed(manifests, OPERATOR, External("10.42.0.5"), 443)
 
 
-def test_the_vpc_cni_network_policy_agent_is_on():
+def test_the_vpc_cni_network_policy_agent_is_on(recording):
     """Whichever resource manages the vpc-cni add-on enables the agent: pulumi-eks's
     `vpcCniOptions` or an aws.eks.Addon's configurationValues (the add-on's schema key)."""
-    rec = offline.run_program(offline.stack_config(str(REPO / "Pulumi.dev.yaml")))
+    rec = recording
     addons = [json.loads(a.plain_inputs().get("configurationValues") or "{}")
               for a in rec.of_type("aws:eks/addon:Addon") if a.plain_inputs()["addonName"] == "vpc-cni"]
     cluster = rec.one("eks:index:Cluster").plain_inputs()
@@ -142,8 +147,7 @@ def test_the_vpc_cni_network_policy_agent_is_on():
         assert cluster["vpcCniOptions"]["enableNetworkPolicy"] is True
 
 
-def test_etcd_chart_adds_no_policy_of_its_own():
+def test_etcd_chart_adds_no_policy_of_its_own(recording):
     """Bitnami's etcd chart would add an allow-all-clients policy (allowExternal) to ours."""
-    rec = offline.run_program(offline.stack_config(str(REPO / "Pulumi.dev.yaml")))
-    platform = rec.one("kubernetes:helm.sh/v3:Release", "benchlab-dev-dynamo-platform").plain_inputs()
+    platform = recording.one("kubernetes:helm.sh/v3:Release", "benchlab-dev-dynamo-platform").plain_inputs()
     assert platform["values"]["etcd"]["networkPolicy"]["enabled"] is False
