@@ -105,14 +105,16 @@ GPUS = Dashboard(
         Panel("Tensor pipe active", (Query("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", PER_GPU),), "percentunit"),
         Panel("Graphics engine active", (Query("DCGM_FI_PROF_GR_ENGINE_ACTIVE", PER_GPU),), "percentunit"),
         Panel("Memory bandwidth active (DRAM)", (Query("DCGM_FI_PROF_DRAM_ACTIVE", PER_GPU),), "percentunit"),
-        Panel("Frame buffer used", (Query("DCGM_FI_DEV_FB_USED", PER_GPU),), "decmbytes"),
+        Panel("Frame buffer used", (Query("DCGM_FI_DEV_FB_USED", PER_GPU),), "mbytes"),  # MiB
         Panel("Power draw", (Query("DCGM_FI_DEV_POWER_USAGE", PER_GPU),), "watt"),
         Panel("GPU temperature", (Query("DCGM_FI_DEV_GPU_TEMP", PER_GPU),), "celsius"),
         Panel("SM clock", (Query("DCGM_FI_DEV_SM_CLOCK", PER_GPU),), "MHz"),
+        # In the default list these two are gauges already holding bytes per second.
         Panel("PCIe traffic",
-              (Query(f"rate(DCGM_FI_PROF_PCIE_TX_BYTES[{RATE}])", f"TX {PER_GPU}"),
-               Query(f"rate(DCGM_FI_PROF_PCIE_RX_BYTES[{RATE}])", f"RX {PER_GPU}")), "Bps"),
-        Panel("NVLink bandwidth (total)", (Query("DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL", PER_GPU),)),
+              (Query("DCGM_FI_PROF_PCIE_TX_BYTES", f"TX {PER_GPU}"),
+               Query("DCGM_FI_PROF_PCIE_RX_BYTES", f"RX {PER_GPU}")), "Bps"),
+        Panel("NVLink traffic (all lanes)",
+              (Query(f"rate(DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL[{RATE}])", PER_GPU),)),
         Panel("Last XID error", (Query("DCGM_FI_DEV_XID_ERRORS", PER_GPU),),
               description="Non-zero: the driver reported an XID error (see NVIDIA's XID list)."),
     ))
