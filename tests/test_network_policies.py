@@ -151,3 +151,14 @@ def test_etcd_chart_adds_no_policy_of_its_own(recording):
     """Bitnami's etcd chart would add an allow-all-clients policy (allowExternal) to ours."""
     platform = recording.one("kubernetes:helm.sh/v3:Release", "benchlab-dev-dynamo-platform").plain_inputs()
     assert platform["values"]["etcd"]["networkPolicy"]["enabled"] is False
+
+
+@pytest.mark.parametrize("pod, job_suffix", [(BENCHMARK, "-bench-concurrency-sweep"), (EXPORT, "-export-job"),
+                                             (DOWNLOAD, "-models-download")])
+def test_the_lab_s_jobs_carry_the_labels_the_policies_select(recording, pod, job_suffix):
+    """The flows above are evaluated for pods labelled as the program labels its Jobs' pods."""
+    (job,) = [r for r in recording.of_type("kubernetes:batch/v1:Job") if r.name.endswith(job_suffix)]
+    spec = job.plain_inputs()
+    assert spec["metadata"]["namespace"] == pod.namespace
+    labels = spec["spec"]["template"]["metadata"]["labels"]
+    assert labels.items() >= pod.labels.items()
