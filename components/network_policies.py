@@ -2,10 +2,11 @@
 the flows the lab needs. The VPC CNI enforces it once its network policy agent is on
 (components/cluster.py).
 
-Why it matters: etcd and NATS of the Dynamo platform run without authentication (the 0.9
-chart's values: etcd `auth.rbac.create: false`, NATS without TLS or authorization), so
-without policy any pod could read or rewrite the serving graph's discovery and events; the
-Pushgateway takes any push, and the model-download Job holds the Hugging Face token.
+Why it matters: etcd and NATS of the Dynamo platform run without authentication (etcd
+`auth.rbac.create: false`, NATS without TLS or authorization: ai-dynamo/dynamo@9e2a2cc
+deploy/helm/charts/platform/values.yaml, the 0.9 line), so without policy any pod could read
+or rewrite the serving graph's discovery and events; the Pushgateway takes any push, and the
+model-download Job holds the Hugging Face token.
 
 Flows allowed (tests/test_network_policies.py evaluates them, and a few forbidden ones):
 - DNS (kube-dns) from every pod; the Kubernetes API from the pods that call it.
@@ -145,6 +146,7 @@ def policies(args: NetworkPoliciesArgs) -> list[dict]:
     policy(mon, "pushgateway-from-export", PUSHGATEWAY,
            ingress=[{"from": [{"namespaceSelector": _ns(lab), "podSelector": _job(EXPORT)}],
                      "ports": _ports(PUSHGATEWAY_PORT)}])
+    # Only the Prometheus operator listens on this port here (node exporter is on the host).
     policy(mon, "operator-webhook", ALL,
            ingress=[{"from": [{"ipBlock": {"cidr": args.vpc_cidr}}],
                      "ports": _ports(PROMETHEUS_OPERATOR_WEBHOOK_PORT)}])

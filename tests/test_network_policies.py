@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from cli import offline
 from components.network_policies import ETCD_PORT, NATS_PORT, NetworkPoliciesArgs, policies
@@ -162,3 +163,13 @@ def test_the_lab_s_jobs_carry_the_labels_the_policies_select(recording, pod, job
     assert spec["metadata"]["namespace"] == pod.namespace
     labels = spec["spec"]["template"]["metadata"]["labels"]
     assert labels.items() >= pod.labels.items()
+
+
+def test_the_premise_etcd_and_nats_take_no_credentials(shared):
+    """Why the policies guard etcd and NATS: the Dynamo 0.9 platform chart turns etcd's
+    authentication off and gives NATS neither TLS nor authorization."""
+    values = yaml.safe_load(shared("dynamo-0.9.x/deploy/helm/charts/platform/values.yaml").read_text())
+    assert values["etcd"]["auth"]["rbac"]["create"] is False
+    nats = values["nats"]["config"]
+    assert nats["nats"]["tls"]["enabled"] is False
+    assert "authorization" not in nats.get("merge", {}) and "accounts" not in nats.get("merge", {})
