@@ -46,7 +46,9 @@ DYNAMO_ROLE = "nvidia.com/dynamo-component-type"
 DYNAMO_PODS = {"matchExpressions": [{"key": DYNAMO_ROLE, "operator": "Exists"}]}
 FRONTEND = {"matchLabels": {DYNAMO_ROLE: "frontend"}}
 # Chart names as the pods' app.kubernetes.io/name (Bitnami etcd, nats-io NATS, the Prometheus
-# operator's Prometheus pods, prometheus-pushgateway).
+# operator's Prometheus pods, prometheus-pushgateway), as long as no nameOverride is set:
+# prometheus-operator pkg/prometheus/server/statefulset.go (podSelectorLabels),
+# prometheus-community/helm-charts charts/prometheus-pushgateway/templates/_helpers.tpl.
 ETCD, NATS = {"matchLabels": {NAME: "etcd"}}, {"matchLabels": {NAME: "nats"}}
 PROMETHEUS = {"matchLabels": {NAME: "prometheus"}}
 PUSHGATEWAY = {"matchLabels": {NAME: "prometheus-pushgateway"}}

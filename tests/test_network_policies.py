@@ -173,3 +173,12 @@ def test_the_premise_etcd_and_nats_take_no_credentials(shared):
     nats = values["nats"]["config"]
     assert nats["nats"]["tls"]["enabled"] is False
     assert "authorization" not in nats.get("merge", {}) and "accounts" not in nats.get("merge", {})
+
+
+def test_no_chart_renames_the_pods_the_policies_select(recording):
+    """The selectors use the charts' names as app.kubernetes.io/name: a nameOverride would
+    silently leave etcd, NATS or the Pushgateway outside their policies."""
+    releases = {r.name: r.plain_inputs()["values"] for r in recording.of_type("kubernetes:helm.sh/v3:Release")}
+    platform, pushgateway = releases["benchlab-dev-dynamo-platform"], releases["benchlab-dev-pushgateway"]
+    assert "nameOverride" not in pushgateway
+    assert all("nameOverride" not in platform.get(chart, {}) for chart in ("etcd", "nats"))
