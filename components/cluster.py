@@ -8,6 +8,7 @@ defined here because they are the contract with the layers that schedule pods.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import pulumi
@@ -98,6 +99,10 @@ class EksCluster(pulumi.ComponentResource):
             endpoint_private_access=True,
             endpoint_public_access=True,
             public_access_cidrs=list(args.public_access_cidrs),
+            # The vpc-cni add-on is ours (`_vpc_cni`: IRSA role, network policy agent): pulumi-eks
+            # must not create a second one (pulumi/pulumi-eks nodejs/eks/cluster.ts: `args.useDefaultVpcCni
+            # ? undefined : new VpcCniAddon(...)`); two add-ons of one name fail on create.
+            use_default_vpc_cni=True,
             tags=args.tags,
             cluster_tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[logs]),
@@ -132,6 +137,9 @@ class EksCluster(pulumi.ComponentResource):
         return aws.eks.Addon(
             f"{name}-{VPC_CNI_ADDON}", cluster_name=cluster_name, addon_name=VPC_CNI_ADDON,
             service_account_role_arn=role.arn,
+            # The network policy agent: without it NetworkPolicies are not enforced
+            # (https://docs.aws.amazon.com/eks/latest/userguide/cni-network-policy-configure.html).
+            configuration_values=json.dumps({"enableNetworkPolicy": "true"}),
             # EKS installed aws-node itself (self-managed): the add-on takes it over.
             resolve_conflicts_on_create="OVERWRITE",
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster, attachment]))

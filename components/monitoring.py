@@ -7,13 +7,14 @@ Operator and the Dynamo platform in the platform layer). It runs on the CPU node
 volumes are gp3: the caller makes it wait for the system nodes and the gp3 StorageClass,
 never for a GPU node group, so it installs while the GPU nodes boot.
 
-Dashboards: three are taken from the Dynamo repository by reference (URLs at the pinned
-Dynamo tag; Grafana downloads them at start), one is the lab's own (the benchmark Pareto,
-helm_values/dashboards/benchmark-pareto.json), loaded by Grafana's sidecar from a labelled
-ConfigMap.
+Dashboards: the lab's own (components/dashboards.py, and the benchmark Pareto in
+helm_values/dashboards/benchmark-pareto.json), each a labelled ConfigMap that Grafana's sidecar
+loads from this namespace only. Nothing is downloaded when Grafana starts, and the ConfigMaps
+are not part of the Helm release: a dashboard can neither block nor roll back the release.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components.dashboards import DASHBOARDS, render
 from components.helm import HELM_VALUES_DIR, Chart, chart_values, release
 
 REPO = "https://prometheus-community.github.io/helm-charts"
@@ -33,25 +35,12 @@ PARETO_DASHBOARD = HELM_VALUES_DIR / "dashboards" / "benchmark-pareto.json"
 GRAFANA_ADMIN_SECRET = "grafana-admin"
 GRAFANA_ADMIN_USER = "admin"
 
-DYNAMO_DASHBOARDS_URL = ("https://raw.githubusercontent.com/ai-dynamo/dynamo/v{version}/"
-                         "deploy/observability/grafana_dashboards/{file}")
-DYNAMO_DASHBOARDS = {  # Grafana dashboard name -> file in the Dynamo repository
-    "dynamo-platform": "dynamo.json",
-    "dcgm": "dcgm-metrics.json",
-    "kv-block-manager": "kvbm.json",
-}
-DYNAMO_DASHBOARDS_PROVIDER = "dynamo"  # see dashboardProviders in kube-prometheus-stack.yaml
-# The upstream Dynamo dashboards name their Prometheus datasource by this uid (the one of
-# Dynamo's docker-compose Grafana); an alias datasource with that uid lets them work unmodified.
-DYNAMO_DASHBOARDS_DATASOURCE_UID = "P1809F7CD0C75ACF3"
-
 
 @dataclass(frozen=True)
 class MonitoringArgs:
     namespace: str
     kube_prometheus_stack_version: str
     pushgateway_version: str
-    dynamo_version: str  # the tag the upstream dashboards are taken from
     retention: str
     prometheus_storage_gib: int
     grafana_storage_gib: int
@@ -71,12 +60,6 @@ def pushgateway_url(namespace: str) -> str:
     return f"http://{fullname}.{namespace}.svc.cluster.local:{port}"
 
 
-def dynamo_dashboards(version: str) -> dict[str, Any]:
-    return {DYNAMO_DASHBOARDS_PROVIDER: {
-        name: {"url": DYNAMO_DASHBOARDS_URL.format(version=version, file=file)}
-        for name, file in DYNAMO_DASHBOARDS.items()}}
-
-
 def kube_prometheus_stack_values(args: MonitoringArgs) -> dict[str, Any]:
     """The chart's values: the values file plus what config decides."""
     volume = {"storageClassName": args.storage_class,
@@ -89,11 +72,10 @@ def kube_prometheus_stack_values(args: MonitoringArgs) -> dict[str, Any]:
             "persistence": {"storageClassName": args.storage_class,
                             "size": f"{args.grafana_storage_gib}Gi"},
             "admin": {"existingSecret": GRAFANA_ADMIN_SECRET},
-            "dashboards": dynamo_dashboards(args.dynamo_version),
-            "additionalDataSources": [{
-                "name": "Prometheus (Dynamo dashboards)", "uid": DYNAMO_DASHBOARDS_DATASOURCE_UID,
-                "type": "prometheus", "access": "proxy", "isDefault": False,
-                "url": prometheus_url(args.namespace)}],
+            # Only this namespace's ConfigMaps: with grafana.rbac.namespaced (values file) the
+            # sidecar holds a Role here, not a ClusterRole reading every Secret of the cluster.
+            # grafana chart: templates/_pod.tpl (searchNamespace -> the sidecar's NAMESPACE)
+            "sidecar": {"dashboards": {"searchNamespace": args.namespace}},
         },
     })
 
@@ -106,6 +88,12 @@ def dashboard_label() -> dict[str, str]:
     """The label Grafana's sidecar loads dashboard ConfigMaps by."""
     sidecar = chart_values(KUBE_PROMETHEUS_STACK)["grafana"]["sidecar"]["dashboards"]
     return {sidecar["label"]: sidecar["labelValue"]}
+
+
+def dashboard_files() -> dict[str, str]:
+    """Dashboard key -> Grafana JSON: the builder's dashboards and the Pareto one."""
+    files = {d.key: json.dumps(render(d), indent=1) for d in DASHBOARDS}
+    return {**files, "pareto": PARETO_DASHBOARD.read_text(encoding="utf-8")}
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -141,12 +129,13 @@ class Monitoring(pulumi.ComponentResource):
             release_name="pushgateway", namespace=args.namespace,
             values=pushgateway_values(args), timeout_minutes=10,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.stack]))
-        k8s.core.v1.ConfigMap(
-            f"{name}-pareto-dashboard",
-            metadata={"name": "benchlab-pareto-dashboard", "namespace": args.namespace,
-                      "labels": dashboard_label()},
-            data={PARETO_DASHBOARD.name: PARETO_DASHBOARD.read_text(encoding="utf-8")},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on))
+        for key, text in dashboard_files().items():
+            k8s.core.v1.ConfigMap(
+                f"{name}-{key}-dashboard",
+                metadata={"name": f"benchlab-{key}-dashboard", "namespace": args.namespace,
+                          "labels": dashboard_label()},
+                data={f"benchlab-{key}.json": text},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on))
         self.register_outputs({"prometheusUrl": self.prometheus_url,
                                "pushgatewayUrl": self.pushgateway_url,
                                "grafanaService": self.grafana_service})

@@ -60,8 +60,6 @@ def local_storage_user_data() -> str:
                 f"--{MIME_BOUNDARY}\nContent-Type: application/node.eks.aws\n\n"
                 f"{LOCAL_STORAGE_NODECONFIG}\n--{MIME_BOUNDARY}--\n")
     return base64.b64encode(document.encode()).decode()
-ETCD_PORT = 2379
-NATS_PORT = 4222
 EKS_NODE_GROUP_NAME_MAX = 63
 
 
@@ -197,12 +195,10 @@ class NodeGroups(pulumi.ComponentResource):
         aws.vpc.SecurityGroupEgressRule(
             f"{name}-gpu-efa-out", security_group_id=gpu_sg.id, ip_protocol="-1",
             referenced_security_group_id=gpu_sg.id, description="EFA among GPU nodes", opts=child)
-        # Dynamo workers on GPU nodes reach etcd and NATS, which run on the system nodes.
-        for service, port in (("etcd", ETCD_PORT), ("nats", NATS_PORT)):
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-system-{service}", security_group_id=system_sg.id, ip_protocol="tcp",
-                from_port=port, to_port=port, referenced_security_group_id=gpu_sg.id,
-                description=f"{service} from GPU nodes", opts=child)
+        # No etcd/NATS (2379/4222) rules from GPU to system nodes: every node also carries EKS's
+        # cluster security group, which admits all traffic among its members
+        # (https://docs.aws.amazon.com/eks/latest/userguide/sec-group-reqs.html), so such rules
+        # would restrict nothing. Which pods reach etcd and NATS is NetworkPolicy's job.
         return system_sg, gpu_sg
 
     def _launch_template(self, name: str, spec: NodeGroupSpec, security_groups: list,

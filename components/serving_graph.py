@@ -11,6 +11,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 FRONTEND_PORT = 8000  # the operator's Frontend Service port
+# The operator's own PodMonitors scrape the frontend and the workers' system port; KVBM serves
+# its metrics on a port of its own, declared under this name on the workers that run it.
+WORKER_ROLE = {"nvidia.com/dynamo-component-type": "worker"}
 
 
 def frontend_url(graph: str) -> str:
@@ -27,6 +30,7 @@ class ServingGraphArgs:
     # EFA device plugin and the GPU node groups the graph runs on.
     depends_on: list[pulumi.Resource]
     warnings: tuple[str, ...] = ()
+    kvbm_metrics_port: str | None = None  # container port name of KVBM's metrics, if any
 
 
 class ServingGraph(pulumi.ComponentResource):
@@ -49,5 +53,14 @@ class ServingGraph(pulumi.ComponentResource):
                 # one can be scheduled, else the new one waits for GPUs until it times out.
                 delete_before_replace=True,
                 custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout)))
+        if args.kvbm_metrics_port:
+            # A PodMonitor needs kube-prometheus-stack's CRD: the graph waits for the Dynamo
+            # platform, which waits for it.
+            k8s.apiextensions.CustomResource(
+                f"{name}-kvbm-metrics", api_version="monitoring.coreos.com/v1", kind="PodMonitor",
+                metadata={"name": "kvbm-metrics", "namespace": args.namespace},
+                spec={"selector": {"matchLabels": WORKER_ROLE},
+                      "podMetricsEndpoints": [{"port": args.kvbm_metrics_port, "path": "/metrics"}]},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on))
         self.register_outputs({"name": manifest["metadata"]["name"],
                                "frontendUrl": frontend_url(manifest["metadata"]["name"])})

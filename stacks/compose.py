@@ -21,6 +21,7 @@ from components.gpu_operator import GpuOperator, GpuOperatorArgs
 from components.model_store import ModelStore, ModelStoreArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
+from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from components.node_groups import NodeGroups, NodeGroupsArgs, NodeGroupSpec
 from components.results_bucket import ResultsBucket, ResultsBucketArgs
 from components.results_export import ResultsExport, ResultsExportArgs
@@ -33,7 +34,7 @@ from jobs.names import GPU_GROUPS, NODE_GROUPS
 from stacks import pod_fit
 from stacks.config import ConfigError, Secrets, StackConfig
 from stacks.run_plan import run_plan
-from stacks.serving_spec import graph_manifest, graph_warnings, image
+from stacks.serving_spec import KVBM_METRICS_PORT_NAME, graph_manifest, graph_warnings, image
 
 PROJECT = "benchlab"
 # Prefix of the workloads' resource names, which become Kubernetes object names (Jobs, ConfigMaps,
@@ -178,13 +179,18 @@ def platform_layer(ctx: StackContext, infra: Infra) -> Platform:
         # After the storage classes, so destroy deletes the namespaces (and their PVCs) first.
         depends_on=[infra.gp3_storage_class, infra.efs_storage_class]), opts=opts)
     ns = base.namespaces
+    # With the namespaces, before any workload: a default deny and the flows the lab needs.
+    NetworkPolicies(ctx.name, NetworkPoliciesArgs(
+        lab=NAMESPACES["lab"], dynamo_system=NAMESPACES["dynamo-system"],
+        monitoring=NAMESPACES["monitoring"], vpc_cidr=cfg.vpc_cidr,
+        depends_on=[ns[role] for role in ("lab", "dynamo-system", "monitoring")]), opts=opts)
     # Monitoring and the Dynamo platform run on CPU nodes with gp3 volumes: they wait for the
     # system nodes and gp3, never for a GPU node group, and install while the GPU nodes boot.
     cpu_ready = [infra.system_nodes, infra.gp3_storage_class, infra.volume_guard]
     monitoring = Monitoring(ctx.name, MonitoringArgs(
         namespace=NAMESPACES["monitoring"],
         kube_prometheus_stack_version=cfg.versions.kube_prometheus_stack,
-        pushgateway_version=cfg.versions.pushgateway, dynamo_version=cfg.versions.dynamo,
+        pushgateway_version=cfg.versions.pushgateway,
         retention=cfg.monitoring.retention,
         prometheus_storage_gib=cfg.monitoring.prometheus_storage_gib,
         grafana_storage_gib=cfg.monitoring.grafana_storage_gib, storage_class=gp3,
@@ -241,7 +247,7 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
         ready_timeout_minutes=cfg.serving.ready_timeout_minutes,
         depends_on=[store.download, platform.dynamo_platform, platform.gpu_operator,
                     *([platform.efa_device_plugin] if cfg.serving.mode == "disagg" else [])],
-        warnings=tuple(graph_warnings(cfg))), opts=opts)
+        warnings=tuple(graph_warnings(cfg)), kvbm_metrics_port=KVBM_METRICS_PORT_NAME), opts=opts)
 
     plan = run_plan(cfg, shipped_code_sha())
     # Beside the results volume, before any GPU node is needed: the lease also guards a run

@@ -31,6 +31,11 @@ EFA_RESOURCE = "vpc.amazonaws.com/efa"
 # Dynamo's disagg communication guide: vLLM needs ~16 GiB of /dev/shm for its worker processes.
 SHARED_MEMORY = "16Gi"
 KVBM_DISK_MOUNT = "/kvbm-disk"
+# KVBM's Prometheus endpoint (its own server, not the worker's system port), which the
+# KV-block-manager dashboard reads; off unless DYN_KVBM_METRICS is true.
+# wxsms/dynamo docs/kvbm/vllm-setup.md (DYN_KVBM_METRICS, DYN_KVBM_METRICS_PORT, default 6880)
+KVBM_METRICS_PORT = 6880
+KVBM_METRICS_PORT_NAME = "kvbm-metrics"  # the PodMonitor (components/serving_graph.py) scrapes it
 # NIXL -> UCX over EFA, as Dynamo's disagg communication guide requires for AWS EFA: the SRD
 # transport (TCP as fallback), and no forced zero-copy rendezvous (crashes on EFA with CUDA
 # buffers); cuda_copy lets UCX see GPU buffers. FI_PROVIDER pins libfabric users to EFA.
@@ -140,7 +145,10 @@ def _worker(cfg: StackConfig, group: str, workers: Workers, sub_component: str |
         offload = cfg.serving.kv_offload
         env |= {"DYN_KVBM_CPU_CACHE_GB": str(offload.cpu_cache_gib),
                 "DYN_KVBM_DISK_CACHE_GB": str(offload.disk_cache_gib),
-                "DYN_KVBM_DISK_CACHE_DIR": KVBM_DISK_MOUNT}
+                "DYN_KVBM_DISK_CACHE_DIR": KVBM_DISK_MOUNT,
+                "DYN_KVBM_METRICS": "true", "DYN_KVBM_METRICS_PORT": str(KVBM_METRICS_PORT)}
+        container["ports"] = [{"name": KVBM_METRICS_PORT_NAME, "containerPort": KVBM_METRICS_PORT,
+                               "protocol": "TCP"}]
         # The disk tier: node-local storage (the node's SSD). The limit is the cache's size:
         # KVBM stays within it, so the kubelet never evicts the worker for its disk use.
         pod["volumes"] = [{"name": "kvbm-disk",

@@ -258,10 +258,16 @@ def test_efa_traffic_is_open_among_gpu_nodes_only(rec):
         assert "cidrIpv4" not in rule
 
 
-def test_gpu_nodes_reach_etcd_and_nats_on_the_system_nodes(rec):
-    found = {(r["ipProtocol"], r["fromPort"], r["toPort"], r["referencedSecurityGroupId"])
-             for r in rules(rec, INGRESS, f"{PREFIX}-system")}
-    assert found == {("tcp", 2379, 2379, sg_id(f"{PREFIX}-gpu")), ("tcp", 4222, 4222, sg_id(f"{PREFIX}-gpu"))}
+def test_node_to_node_reach_is_the_cluster_security_group_s(rec):
+    """Every node carries EKS's cluster security group (all traffic among its members), so
+    port rules between node groups (etcd 2379, NATS 4222) would restrict nothing: there are
+    none; pod-level reach is NetworkPolicy's (tests/test_network_policies.py)."""
+    assert rules(rec, INGRESS, f"{PREFIX}-system") == []
+    cluster_sg = f"sg-{PREFIX}-cluster"  # the mocked cluster's (cli/offline.py)
+    for template in rec.of_type(LAUNCH_TEMPLATE):
+        inputs = template.plain_inputs()
+        groups = inputs.get("vpcSecurityGroupIds") or inputs["networkInterfaces"][0]["securityGroups"]
+        assert cluster_sg in groups, template.name
 
 
 # --- storage -------------------------------------------------------------------------------

@@ -40,7 +40,12 @@ OUTSIDE_REFERENCE = {
         "grafana.persistence.storageClassName",  # documented there as a commented-out key
         "grafana.deploymentStrategy.type",
         "grafana.admin.existingSecret",
-        "grafana.dashboardProviders.*", "grafana.dashboards.*",
+        # charts/grafana/templates/role.yaml: a Role instead of the ClusterRole (grafana 8.5.x)
+        "grafana.rbac.namespaced",
+    },
+    "dynamo-platform": {
+        # bitnami/charts bitnami/etcd/values.yaml (etcd chart 12.0.18 under dynamo-platform 0.9)
+        "etcd.networkPolicy.enabled",
     },
 }
 

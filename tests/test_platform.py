@@ -98,9 +98,6 @@ def test_chart_versions_follow_config():
     assert release(rec, "kube-prometheus-stack").inputs["version"] == "65.1.0"
     assert release(rec, "dynamo-platform").inputs["version"] == "0.9.0"
     assert rec.one(CHART_V4, f"{PREFIX}-dynamo-crds").inputs["version"] == "0.9.0"
-    dashboards = values(rec, "kube-prometheus-stack")["grafana"]["dashboards"]["dynamo"]
-    urls = [d["url"] for d in dashboards.values()]
-    assert urls and all("/ai-dynamo/dynamo/v0.9.0/" in u for u in urls)
 
 
 def test_dynamo_crds_chart_before_the_platform(agg):
@@ -185,13 +182,47 @@ def test_pushgateway_url_is_the_chart_s_service():
 
 
 # --- dashboards -----------------------------------------------------------------------------
-def test_grafana_loads_labelled_configmaps_and_the_pareto_dashboard_is_one(agg):
-    sidecar = values(agg, "kube-prometheus-stack")["grafana"]["sidecar"]["dashboards"]
-    assert sidecar["enabled"] is True and sidecar["searchNamespace"] == "ALL"
-    cm = agg.one("kubernetes:core/v1:ConfigMap", f"{PREFIX}-pareto-dashboard").plain_inputs()
-    assert cm["metadata"]["labels"][sidecar["label"]] == sidecar["labelValue"]
-    (dashboard,) = [json.loads(text) for text in cm["data"].values()]
-    assert dashboard["uid"] == "benchlab-pareto"
+DASHBOARD_KEYS = ("dynamo", "dcgm", "kvbm", "pareto")  # the four dashboards of Report 5
+
+
+def _dashboard_configmaps(rec) -> dict[str, dict]:
+    return {key: rec.one("kubernetes:core/v1:ConfigMap", f"{PREFIX}-{key}-dashboard").plain_inputs()
+            for key in DASHBOARD_KEYS}
+
+
+def test_grafana_loads_the_lab_s_dashboards_from_its_own_namespace_only(agg):
+    grafana = values(agg, "kube-prometheus-stack")["grafana"]
+    sidecar = grafana["sidecar"]["dashboards"]
+    assert sidecar["enabled"] is True and sidecar["searchNamespace"] == "monitoring"
+    assert grafana["rbac"]["namespaced"] is True  # a Role: no ClusterRole over every Secret
+    for key, cm in _dashboard_configmaps(agg).items():
+        assert cm["metadata"]["namespace"] == "monitoring"
+        assert cm["metadata"]["labels"][sidecar["label"]] == sidecar["labelValue"]
+        (dashboard,) = [json.loads(text) for text in cm["data"].values()]
+        assert dashboard["uid"] == f"benchlab-{key}"
+
+
+def test_no_dashboard_is_downloaded_and_none_can_hold_up_the_release(agg):
+    """Grafana fetches nothing at start (no `dashboards` by URL, no provider folder for them),
+    and the dashboard ConfigMaps and the Helm release do not wait for each other."""
+    grafana = values(agg, "kube-prometheus-stack")["grafana"]
+    assert "dashboards" not in grafana and "dashboardProviders" not in grafana
+    kps = release(agg, "kube-prometheus-stack")
+    for key in DASHBOARD_KEYS:
+        cm = agg.one("kubernetes:core/v1:ConfigMap", f"{PREFIX}-{key}-dashboard")
+        assert not agg.waits_for(kps, cm) and not agg.waits_for(cm, kps)
+
+
+URL = re.compile(r"https?://[^\s\"']+")
+
+
+def test_no_helm_values_point_outside_the_cluster(agg):
+    """A URL in a release's values is fetched by a pod at start: one outside the cluster is a
+    deploy-time dependency (GitHub outage -> Init:Error -> atomic rollback)."""
+    for rel in agg.of_type(RELEASE):
+        urls = URL.findall(json.dumps(rel.plain_inputs()["values"]))
+        outside = [u for u in urls if ".svc.cluster.local" not in u]
+        assert outside == [], (rel.name, outside)
 
 
 def _pareto_dashboard(rec) -> dict:
@@ -237,60 +268,14 @@ def test_pareto_dashboard_plots_the_series_the_results_export_pushes(agg):
         frozenset({"benchlab_ttft_seconds", "benchlab_output_throughput_tokens_per_second"})}
 
 
-def test_pareto_dashboard_uses_the_stack_s_prometheus_datasource(agg, shared):
+def test_every_dashboard_uses_the_stack_s_prometheus_datasource(agg, shared):
     kps_reference = yaml.safe_load(shared("kube-prometheus-stack-65.8.1/values.yaml").read_text())
     uid = kps_reference["grafana"]["sidecar"]["datasources"]["uid"]
-    dashboard = _pareto_dashboard(agg)
-    sources = [p["datasource"]["uid"] for p in dashboard["panels"]]
-    sources += [t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]]
-    assert sources and set(sources) == {uid}
-
-
-UPSTREAM_DASHBOARD = re.compile(r"https://raw\.githubusercontent\.com/ai-dynamo/dynamo/v0\.9\.1/"
-                                r"deploy/observability/grafana_dashboards/([\w.-]+\.json)")
-
-
-def upstream_dashboards(rec: offline.Recording) -> dict[str, str]:
-    """Grafana dashboard name -> file in the Dynamo repository at the pinned tag."""
-    grafana = values(rec, "kube-prometheus-stack")["grafana"]
-    providers = grafana["dashboardProviders"]["dashboardproviders.yaml"]["providers"]
-    (provider, dashboards), = grafana["dashboards"].items()
-    assert provider in {p["name"] for p in providers}
-    files = {}
-    for name, spec in dashboards.items():
-        assert set(spec) == {"url"}, "by reference only: no JSON pasted into the project"
-        match = UPSTREAM_DASHBOARD.fullmatch(spec["url"])
-        assert match, spec["url"]
-        files[name] = match.group(1)
-    return files
-
-
-def test_upstream_dashboards_are_referenced_at_the_pinned_tag(agg):
-    assert set(upstream_dashboards(agg)) == {"dynamo-platform", "dcgm", "kv-block-manager"}
-
-
-def test_upstream_dashboards_exist_and_find_their_datasource(agg, shared):
-    """The files exist upstream (the reference snapshot of the 0.9 line), and every
-    Prometheus datasource they name is one our Grafana provides."""
-    kps_reference = yaml.safe_load(shared("kube-prometheus-stack-65.8.1/values.yaml").read_text())
-    provided = {kps_reference["grafana"]["sidecar"]["datasources"]["uid"]}
-    provided |= {d["uid"] for d in values(agg, "kube-prometheus-stack")["grafana"]["additionalDataSources"]}
-    for file in upstream_dashboards(agg).values():
-        path = shared(f"dynamo-0.9.x/deploy/observability/grafana_dashboards/{file}")
-        sources = _datasources(json.loads(path.read_text()))
-        uids = {ds["uid"] for ds in sources if ds.get("type") == "prometheus"}
-        assert uids and uids <= provided, (file, uids - provided)
-
-
-def _datasources(node):
-    if isinstance(node, dict):
-        if isinstance(node.get("datasource"), dict):
-            yield node["datasource"]
-        for value in node.values():
-            yield from _datasources(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _datasources(value)
+    for cm in _dashboard_configmaps(agg).values():
+        (dashboard,) = [json.loads(text) for text in cm["data"].values()]
+        sources = [p["datasource"]["uid"] for p in dashboard["panels"]]
+        sources += [t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]]
+        assert sources and set(sources) == {uid}, dashboard["uid"]
 
 
 # --- secrets --------------------------------------------------------------------------------

@@ -90,11 +90,29 @@ def test_objects_validate_against_kubernetes_1_32_and_the_dgd_crd(synthesized, s
         if manifest["kind"] == "DynamoGraphDeployment":
             problems += [f"{name}: {e.message}" for e in dgd.iter_errors(manifest)]
             continue
+        if manifest["kind"] == "PodMonitor":  # its CRD comes with kube-prometheus-stack
+            problems += [f"{name}: {p}" for p in pod_monitor_problems(manifest)]
+            continue
         try:
             kubernetes_validate.validate(manifest, "1.32.0", strict=True)
         except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError) as err:
             problems.append(f"{name}: {str(err).splitlines()[0]}")
     assert problems == []
+
+
+def pod_monitor_problems(manifest: dict) -> list[str]:
+    """The PodMonitor fields the lab uses, as prometheus-operator's API defines them
+    (https://prometheus-operator.dev/docs/api-reference/api/#monitoring.coreos.com/v1.PodMonitorSpec)."""
+    problems = [] if manifest["apiVersion"] == "monitoring.coreos.com/v1" else ["apiVersion"]
+    spec = manifest["spec"]
+    problems += [f"spec.{k}: unknown" for k in spec if k not in {"selector", "podMetricsEndpoints"}]
+    if not isinstance(spec.get("selector", {}).get("matchLabels"), dict):
+        problems.append("spec.selector.matchLabels: a mapping is required")
+    for endpoint in spec.get("podMetricsEndpoints") or [None]:
+        if not isinstance(endpoint, dict) or set(endpoint) - {"port", "path"} \
+                or not isinstance(endpoint.get("port"), str) or not endpoint.get("path", "/").startswith("/"):
+            problems.append(f"spec.podMetricsEndpoints: {endpoint!r}")
+    return problems
 
 
 def test_no_value_is_left_unresolved(synthesized):

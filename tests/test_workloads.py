@@ -277,6 +277,22 @@ def test_disagg_graph(lab_runs):
     assert prefill["extraPodSpec"]["mainContainer"]["args"][-3:] == ["--connector", "kvbm", "nixl"]
 
 
+def test_kvbm_metrics_are_served_and_scraped(lab_runs):
+    """The KV-block-manager dashboard's series exist only when KVBM serves them (its own
+    endpoint) and Prometheus scrapes that port: the prefill workers declare it, a PodMonitor
+    in the lab namespace selects the workers on that port name."""
+    rec = lab_runs("disagg")
+    prefill = graph(rec)["spec"]["services"]["VllmPrefillWorker"]
+    env = env_of(prefill, "envs")
+    assert env["DYN_KVBM_METRICS"] == "true"
+    (port,) = prefill["extraPodSpec"]["mainContainer"]["ports"]
+    assert port["containerPort"] == int(env["DYN_KVBM_METRICS_PORT"])
+    monitor = named(rec, "kubernetes:monitoring.coreos.com/v1:PodMonitor", "-kvbm-metrics").plain_inputs()
+    assert monitor["metadata"]["namespace"] == graph(rec)["metadata"]["namespace"]
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == [port["name"]]
+    assert monitor["spec"]["selector"]["matchLabels"] == {"nvidia.com/dynamo-component-type": "worker"}
+
+
 def test_disagg_decode_on_a_node_with_an_efa_per_worker_requests_it():
     from stacks import config
     cfg = config.parse({"serving": {"mode": "disagg"},

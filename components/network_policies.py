@@ -1,0 +1,166 @@
+"""Network policy: each of the lab's namespaces denies all traffic by default and allows only
+the flows the lab needs. The VPC CNI enforces it once its network policy agent is on
+(components/cluster.py).
+
+Why it matters: etcd and NATS of the Dynamo platform run without authentication (etcd
+`auth.rbac.create: false`, NATS without TLS or authorization: ai-dynamo/dynamo@9e2a2cc
+deploy/helm/charts/platform/values.yaml, the 0.9 line), so without policy any pod could read
+or rewrite the serving graph's discovery and events; the Pushgateway takes any push, and the
+model-download Job holds the Hugging Face token.
+
+Flows allowed (tests/test_network_policies.py evaluates them, and a few forbidden ones):
+- DNS (kube-dns) from every pod; the Kubernetes API from the pods that call it.
+- lab: Dynamo pods (frontend, workers) among themselves on any port (request plane, response
+  streams and NIXL side channels use ports chosen at run time); Dynamo pods -> etcd/NATS;
+  benchmark Jobs -> frontend; export Job -> Pushgateway; the Jobs that install packages or
+  move data (download, benchmarks, export) -> HTTPS outside the VPC (Hugging Face, PyPI, S3).
+- Prometheus -> every pod (scrapes) and the nodes (kubelet, node exporter).
+- the control plane -> the admission webhooks (Dynamo operator, Prometheus operator).
+- Pods of a platform namespace (monitoring, dynamo-system) among themselves.
+The GPU Operator's namespace is left without policy: its host-level DaemonSets do not live
+on the pod network, and the DCGM exporter there is only read by Prometheus.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.base import PART_OF
+from components.serving_graph import FRONTEND_PORT
+
+ETCD_PORT, NATS_PORT, PUSHGATEWAY_PORT, DNS_PORT, HTTPS_PORT = 2379, 4222, 9091, 53, 443
+# kube-prometheus-stack 65.8.1 values: prometheusOperator.tls.internalPort (its webhook).
+PROMETHEUS_OPERATOR_WEBHOOK_PORT = 10250
+# EKS picks one of these for Services when the cluster sets none; the API server's Service
+# IP lies in it. https://docs.aws.amazon.com/eks/latest/APIReference/API_KubernetesNetworkConfigRequest.html
+EKS_SERVICE_CIDRS = ("10.100.0.0/16", "172.20.0.0/16")
+INTERNET = "0.0.0.0/0"
+
+NAME = "app.kubernetes.io/name"
+NAMESPACE_NAME = "kubernetes.io/metadata.name"  # set by Kubernetes on every namespace
+# The operator labels DGD pods by role (its PodMonitors select on it): dynamo-platform chart,
+# components/operator/templates/prometheus.yaml.
+DYNAMO_ROLE = "nvidia.com/dynamo-component-type"
+DYNAMO_PODS = {"matchExpressions": [{"key": DYNAMO_ROLE, "operator": "Exists"}]}
+FRONTEND = {"matchLabels": {DYNAMO_ROLE: "frontend"}}
+# Chart names as the pods' app.kubernetes.io/name (Bitnami etcd, nats-io NATS, the Prometheus
+# operator's Prometheus pods, prometheus-pushgateway), as long as no nameOverride is set:
+# prometheus-operator pkg/prometheus/server/statefulset.go (podSelectorLabels),
+# prometheus-community/helm-charts charts/prometheus-pushgateway/templates/_helpers.tpl.
+ETCD, NATS = {"matchLabels": {NAME: "etcd"}}, {"matchLabels": {NAME: "nats"}}
+PROMETHEUS = {"matchLabels": {NAME: "prometheus"}}
+PUSHGATEWAY = {"matchLabels": {NAME: "prometheus-pushgateway"}}
+# The lab's own Jobs (components/benchmark_jobs.py, model_store.py, results_export.py).
+BENCHMARK, EXPORT, DOWNLOAD = "benchmark", "results-export", "model-download"
+ALL = {}  # a selector that selects every pod
+
+
+def _job(*names: str) -> dict:
+    return {"matchExpressions": [{"key": NAME, "operator": "In", "values": list(names)}]}
+
+
+def _ns(namespace: str) -> dict:
+    return {"matchLabels": {NAMESPACE_NAME: namespace}}
+
+
+def _ports(*ports: int, protocol: str = "TCP") -> list[dict]:
+    return [{"protocol": protocol, "port": port} for port in ports]
+
+
+@dataclass(frozen=True)
+class NetworkPoliciesArgs:
+    lab: str  # namespace names
+    dynamo_system: str
+    monitoring: str
+    vpc_cidr: str  # nodes and the API server's endpoints (and, with the VPC CNI, pod IPs)
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+
+
+def policies(args: NetworkPoliciesArgs) -> list[dict]:
+    """Every NetworkPolicy of the lab, as manifests."""
+    out: list[dict] = []
+
+    def policy(namespace: str, name: str, pods: dict, *, ingress: list | None = None,
+               egress: list | None = None) -> None:
+        types = [t for t, rules in (("Ingress", ingress), ("Egress", egress)) if rules is not None]
+        spec = {"podSelector": pods, "policyTypes": types}
+        spec |= {"ingress": ingress} if ingress is not None else {}
+        spec |= {"egress": egress} if egress is not None else {}
+        out.append({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                    "metadata": {"name": name, "namespace": namespace, "labels": PART_OF},
+                    "spec": spec})
+
+    kube_dns = {"to": [{"namespaceSelector": _ns("kube-system"),
+                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                "ports": [*_ports(DNS_PORT, protocol="UDP"), *_ports(DNS_PORT)]}
+    api_server = {"to": [{"ipBlock": {"cidr": cidr}} for cidr in (args.vpc_cidr, *EKS_SERVICE_CIDRS)],
+                  "ports": _ports(HTTPS_PORT)}
+    outside_vpc_https = {"to": [{"ipBlock": {"cidr": INTERNET,
+                                             "except": [args.vpc_cidr, *EKS_SERVICE_CIDRS]}}],
+                         "ports": _ports(HTTPS_PORT)}
+    from_prometheus = {"from": [{"namespaceSelector": _ns(args.monitoring), "podSelector": PROMETHEUS}]}
+    same_namespace = [{"podSelector": ALL}]
+
+    for namespace in (args.lab, args.dynamo_system, args.monitoring):
+        policy(namespace, "default-deny", ALL, ingress=[], egress=[])
+        policy(namespace, "allow-dns", ALL, egress=[kube_dns])
+
+    # --- lab: the serving graph and the lab's Jobs ---
+    lab = args.lab
+    policy(lab, "dynamo-pods", DYNAMO_PODS,
+           ingress=[{"from": [{"podSelector": DYNAMO_PODS}]}, from_prometheus],
+           egress=[{"to": [{"podSelector": DYNAMO_PODS}]},
+                   {"to": [{"namespaceSelector": _ns(args.dynamo_system), "podSelector": ETCD}],
+                    "ports": _ports(ETCD_PORT)},
+                   {"to": [{"namespaceSelector": _ns(args.dynamo_system), "podSelector": NATS}],
+                    "ports": _ports(NATS_PORT)}])
+    policy(lab, "frontend-from-benchmarks", FRONTEND,
+           ingress=[{"from": [{"podSelector": _job(BENCHMARK)}], "ports": _ports(FRONTEND_PORT)}])
+    policy(lab, "benchmarks", _job(BENCHMARK),
+           egress=[{"to": [{"podSelector": FRONTEND}], "ports": _ports(FRONTEND_PORT)}, api_server])
+    policy(lab, "export-to-pushgateway", _job(EXPORT),
+           egress=[{"to": [{"namespaceSelector": _ns(args.monitoring), "podSelector": PUSHGATEWAY}],
+                    "ports": _ports(PUSHGATEWAY_PORT)}])
+    policy(lab, "jobs-to-https-outside", _job(BENCHMARK, EXPORT, DOWNLOAD), egress=[outside_vpc_https])
+
+    # --- dynamo-system: operator (and its webhook), etcd, NATS ---
+    system = args.dynamo_system
+    policy(system, "same-namespace", ALL, ingress=[{"from": same_namespace}], egress=[{"to": same_namespace}])
+    policy(system, "etcd-nats-from-dynamo-pods", {"matchExpressions": [
+        {"key": NAME, "operator": "In", "values": ["etcd", "nats"]}]},
+        ingress=[{"from": [{"namespaceSelector": _ns(lab), "podSelector": DYNAMO_PODS}],
+                  "ports": _ports(ETCD_PORT, NATS_PORT)}, from_prometheus])
+    # The operator's webhook port is the chart's business: the control plane (VPC addresses)
+    # may reach every pod here but etcd and NATS, which pod IPs (VPC addresses too) must not.
+    policy(system, "operator", {"matchExpressions": [
+        {"key": NAME, "operator": "NotIn", "values": ["etcd", "nats"]}]},
+        ingress=[{"from": [{"ipBlock": {"cidr": args.vpc_cidr}}]}, from_prometheus],
+        egress=[api_server])
+
+    # --- monitoring: Prometheus, Grafana, the Prometheus operator, Pushgateway ---
+    mon = args.monitoring
+    policy(mon, "same-namespace", ALL, ingress=[{"from": same_namespace}],
+           egress=[{"to": same_namespace}, api_server])
+    policy(mon, "prometheus-scrapes", PROMETHEUS,
+           egress=[{"to": [{"namespaceSelector": ALL}]}, {"to": [{"ipBlock": {"cidr": args.vpc_cidr}}]}])
+    policy(mon, "pushgateway-from-export", PUSHGATEWAY,
+           ingress=[{"from": [{"namespaceSelector": _ns(lab), "podSelector": _job(EXPORT)}],
+                     "ports": _ports(PUSHGATEWAY_PORT)}])
+    # Only the Prometheus operator listens on this port here (node exporter is on the host).
+    policy(mon, "operator-webhook", ALL,
+           ingress=[{"from": [{"ipBlock": {"cidr": args.vpc_cidr}}],
+                     "ports": _ports(PROMETHEUS_OPERATOR_WEBHOOK_PORT)}])
+    return out
+
+
+class NetworkPolicies(pulumi.ComponentResource):
+    def __init__(self, name: str, args: NetworkPoliciesArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("benchlab:platform:NetworkPolicies", name, None, opts)
+        for manifest in policies(args):
+            meta = manifest["metadata"]
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-{meta['namespace']}-{meta['name']}", metadata=meta, spec=manifest["spec"],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on))
+        self.register_outputs({})

@@ -1,0 +1,182 @@
+"""The NetworkPolicies the program renders, evaluated (tests/netpol.py) for every flow the lab
+needs (allowed) and for flows it must not have (denied); the VPC CNI enforces them."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from cli import offline
+from components.network_policies import ETCD_PORT, NATS_PORT, NetworkPoliciesArgs, policies
+from components.serving_graph import FRONTEND_PORT
+from tests.conftest import REPO
+from tests.netpol import External, Pod, allowed
+
+LAB, SYSTEM, MON = "benchlab", "dynamo-system", "monitoring"
+ROLE = "nvidia.com/dynamo-component-type"
+FRONTEND = Pod(LAB, {ROLE: "frontend"})
+PREFILL = Pod(LAB, {ROLE: "worker", "nvidia.com/dynamo-sub-component-type": "prefill"})
+DECODE = Pod(LAB, {ROLE: "worker", "nvidia.com/dynamo-sub-component-type": "decode"})
+BENCHMARK = Pod(LAB, {"app.kubernetes.io/name": "benchmark"})
+EXPORT = Pod(LAB, {"app.kubernetes.io/name": "results-export"})
+DOWNLOAD = Pod(LAB, {"app.kubernetes.io/name": "model-download"})
+ETCD = Pod(SYSTEM, {"app.kubernetes.io/name": "etcd"})
+NATS = Pod(SYSTEM, {"app.kubernetes.io/name": "nats"})
+OPERATOR = Pod(SYSTEM, {"app.kubernetes.io/name": "dynamo-operator"})
+PROMETHEUS = Pod(MON, {"app.kubernetes.io/name": "prometheus"})
+GRAFANA = Pod(MON, {"app.kubernetes.io/name": "grafana"})
+PUSHGATEWAY = Pod(MON, {"app.kubernetes.io/name": "prometheus-pushgateway"})
+PROMETHEUS_OPERATOR = Pod(MON, {"app": "kube-prometheus-stack-operator"})
+DCGM_EXPORTER = Pod("gpu-operator", {"app": "nvidia-dcgm-exporter"})
+KUBE_DNS = Pod("kube-system", {"k8s-app": "kube-dns"})
+STRANGER = Pod("default", {"app": "anything"})  # any other pod of the cluster
+API_SERVER = External("10.42.10.20")  # an EKS control-plane ENI in the VPC
+API_SERVICE = External("172.20.0.1")  # the kubernetes Service
+NODE = External("10.42.12.34")
+HUGGING_FACE = External("18.239.50.10")  # outside the VPC
+S3 = External("52.216.0.1")
+
+NEEDED = [
+    ("benchmark -> frontend", BENCHMARK, FRONTEND, FRONTEND_PORT, "TCP"),
+    ("frontend -> worker (request plane)", FRONTEND, PREFILL, 34567, "TCP"),
+    ("worker -> frontend (response stream)", DECODE, FRONTEND, 41234, "TCP"),
+    ("prefill <-> decode (NIXL side channel)", PREFILL, DECODE, 5600, "TCP"),
+    ("worker -> etcd", DECODE, ETCD, ETCD_PORT, "TCP"),
+    ("frontend -> etcd", FRONTEND, ETCD, ETCD_PORT, "TCP"),
+    ("worker -> NATS", PREFILL, NATS, NATS_PORT, "TCP"),
+    ("frontend -> NATS", FRONTEND, NATS, NATS_PORT, "TCP"),
+    ("operator -> etcd", OPERATOR, ETCD, ETCD_PORT, "TCP"),
+    ("Prometheus scrapes frontend", PROMETHEUS, FRONTEND, FRONTEND_PORT, "TCP"),
+    ("Prometheus scrapes worker system port", PROMETHEUS, DECODE, 9090, "TCP"),
+    ("Prometheus scrapes KVBM metrics", PROMETHEUS, PREFILL, 6880, "TCP"),
+    ("Prometheus scrapes NATS", PROMETHEUS, NATS, 7777, "TCP"),
+    ("Prometheus scrapes DCGM exporter", PROMETHEUS, DCGM_EXPORTER, 9400, "TCP"),
+    ("Prometheus scrapes Pushgateway", PROMETHEUS, PUSHGATEWAY, 9091, "TCP"),
+    ("Prometheus scrapes kubelet", PROMETHEUS, NODE, 10250, "TCP"),
+    ("Prometheus -> API (discovery)", PROMETHEUS, API_SERVICE, 443, "TCP"),
+    ("Grafana -> Prometheus", GRAFANA, PROMETHEUS, 9090, "TCP"),
+    ("Grafana sidecar -> API", GRAFANA, API_SERVER, 443, "TCP"),
+    ("export -> Pushgateway", EXPORT, PUSHGATEWAY, 9091, "TCP"),
+    ("export -> S3", EXPORT, S3, 443, "TCP"),
+    ("download -> Hugging Face", DOWNLOAD, HUGGING_FACE, 443, "TCP"),
+    ("benchmark -> PyPI (pinned AIPerf)", BENCHMARK, HUGGING_FACE, 443, "TCP"),
+    ("benchmark -> API (pod placement)", BENCHMARK, API_SERVICE, 443, "TCP"),
+    ("operator -> API", OPERATOR, API_SERVER, 443, "TCP"),
+    ("API server -> Dynamo webhook", API_SERVER, OPERATOR, 9443, "TCP"),
+    ("API server -> Prometheus operator webhook", API_SERVER, PROMETHEUS_OPERATOR, 10250, "TCP"),
+    *((f"{pod.labels} DNS", pod, KUBE_DNS, 53, "UDP")
+      for pod in (FRONTEND, DECODE, BENCHMARK, EXPORT, DOWNLOAD, ETCD, OPERATOR, PROMETHEUS, GRAFANA)),
+]
+FORBIDDEN = [
+    ("benchmark -> etcd", BENCHMARK, ETCD, ETCD_PORT, "TCP"),
+    ("benchmark -> NATS", BENCHMARK, NATS, NATS_PORT, "TCP"),
+    ("download (HF token) -> NATS", DOWNLOAD, NATS, NATS_PORT, "TCP"),
+    ("download -> frontend", DOWNLOAD, FRONTEND, FRONTEND_PORT, "TCP"),
+    ("benchmark -> worker", BENCHMARK, DECODE, 34567, "TCP"),
+    ("any pod -> etcd", STRANGER, ETCD, ETCD_PORT, "TCP"),
+    ("any pod -> NATS", STRANGER, NATS, NATS_PORT, "TCP"),
+    ("any pod -> frontend", STRANGER, FRONTEND, FRONTEND_PORT, "TCP"),
+    ("any pod -> Pushgateway", STRANGER, PUSHGATEWAY, 9091, "TCP"),
+    ("any pod -> Grafana", STRANGER, GRAFANA, 3000, "TCP"),
+    ("frontend -> Pushgateway", FRONTEND, PUSHGATEWAY, 9091, "TCP"),
+    ("Grafana -> etcd", GRAFANA, ETCD, ETCD_PORT, "TCP"),
+    ("worker -> internet", DECODE, HUGGING_FACE, 443, "TCP"),
+    ("worker -> API", DECODE, API_SERVICE, 443, "TCP"),
+    ("download -> API", DOWNLOAD, API_SERVICE, 443, "TCP"),
+    ("download -> plain HTTP outside", DOWNLOAD, HUGGING_FACE, 80, "TCP"),
+]
+
+
+@pytest.fixture(scope="module")
+def recording() -> offline.Recording:
+    return offline.run_program(offline.stack_config(str(REPO / "Pulumi.dev.yaml")))
+
+
+@pytest.fixture(scope="module")
+def rendered(recording) -> list[dict]:
+    """The NetworkPolicies of the dev stack as the program registers them."""
+    rec = recording
+    found = [{"metadata": r.plain_inputs()["metadata"], "spec": r.plain_inputs()["spec"]}
+             for r in rec.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")]
+    assert found
+    return found
+
+
+@pytest.mark.parametrize("flow", NEEDED, ids=[f[0] for f in NEEDED])
+def test_needed_flow_is_allowed(rendered, flow):
+    _, source, destination, port, protocol = flow
+    assert allowed(rendered, source, destination, port, protocol)
+
+
+@pytest.mark.parametrize("flow", FORBIDDEN, ids=[f[0] for f in FORBIDDEN])
+def test_forbidden_flow_is_denied(rendered, flow):
+    _, source, destination, port, protocol = flow
+    assert not allowed(rendered, source, destination, port, protocol)
+
+
+def test_every_lab_namespace_denies_by_default(rendered):
+    for namespace in (LAB, SYSTEM, MON):
+        deny = [p for p in rendered if p["metadata"]["namespace"] == namespace
+                and p["spec"]["podSelector"] == {} and not p["spec"].get("ingress")
+                and not p["spec"].get("egress")]
+        assert deny and set(deny[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}, namespace
+
+
+def test_without_policies_everything_is_open():
+    """The evaluator is not vacuous: the same forbidden flows pass when no policy exists."""
+    assert all(allowed([], source, destination, port, protocol)
+               for _, source, destination, port, protocol in FORBIDDEN)
+
+
+def test_policies_follow_the_vpc_cidr():
+    manifests = policies(NetworkPoliciesArgs(LAB, SYSTEM, MON, vpc_cidr="10.9.0.0/16"))
+    assert allowed(manifests, OPERATOR, External("10.9.0.5"), 443)
+    assert not allowed(manifests, OPERATOR, External("10.42.0.5"), 443)
+
+
+def test_the_vpc_cni_network_policy_agent_is_on_in_the_one_vpc_cni_add_on(recording):
+    """One vpc-cni add-on (ours, with its IRSA role) enables the agent; pulumi-eks is told not
+    to create its own (two add-ons of one name fail on create)."""
+    rec = recording
+    addons = [json.loads(a.plain_inputs().get("configurationValues") or "{}")
+              for a in rec.of_type("aws:eks/addon:Addon") if a.plain_inputs()["addonName"] == "vpc-cni"]
+    cluster = rec.one("eks:index:Cluster").plain_inputs()
+    assert [a.get("enableNetworkPolicy") for a in addons] == ["true"]
+    assert cluster["useDefaultVpcCni"] is True and "vpcCniOptions" not in cluster
+
+
+def test_etcd_chart_adds_no_policy_of_its_own(recording):
+    """Bitnami's etcd chart would add an allow-all-clients policy (allowExternal) to ours."""
+    platform = recording.one("kubernetes:helm.sh/v3:Release", "benchlab-dev-dynamo-platform").plain_inputs()
+    assert platform["values"]["etcd"]["networkPolicy"]["enabled"] is False
+
+
+@pytest.mark.parametrize("pod, job_suffix", [(BENCHMARK, "-bench-concurrency-sweep"), (EXPORT, "-export-job"),
+                                             (DOWNLOAD, "-models-download")])
+def test_the_lab_s_jobs_carry_the_labels_the_policies_select(recording, pod, job_suffix):
+    """The flows above are evaluated for pods labelled as the program labels its Jobs' pods."""
+    (job,) = [r for r in recording.of_type("kubernetes:batch/v1:Job") if r.name.endswith(job_suffix)]
+    spec = job.plain_inputs()
+    assert spec["metadata"]["namespace"] == pod.namespace
+    labels = spec["spec"]["template"]["metadata"]["labels"]
+    assert labels.items() >= pod.labels.items()
+
+
+def test_the_premise_etcd_and_nats_take_no_credentials(shared):
+    """Why the policies guard etcd and NATS: the Dynamo 0.9 platform chart turns etcd's
+    authentication off and gives NATS neither TLS nor authorization."""
+    values = yaml.safe_load(shared("dynamo-0.9.x/deploy/helm/charts/platform/values.yaml").read_text())
+    assert values["etcd"]["auth"]["rbac"]["create"] is False
+    nats = values["nats"]["config"]
+    assert nats["nats"]["tls"]["enabled"] is False
+    assert "authorization" not in nats.get("merge", {}) and "accounts" not in nats.get("merge", {})
+
+
+def test_no_chart_renames_the_pods_the_policies_select(recording):
+    """The selectors use the charts' names as app.kubernetes.io/name: a nameOverride would
+    silently leave etcd, NATS or the Pushgateway outside their policies."""
+    releases = {r.name: r.plain_inputs()["values"] for r in recording.of_type("kubernetes:helm.sh/v3:Release")}
+    platform, pushgateway = releases["benchlab-dev-dynamo-platform"], releases["benchlab-dev-pushgateway"]
+    assert "nameOverride" not in pushgateway
+    assert all("nameOverride" not in platform.get(chart, {}) for chart in ("etcd", "nats"))
