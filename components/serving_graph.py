@@ -26,7 +26,6 @@ class ServingGraphArgs:
     # The model download, the Dynamo platform (its webhook must answer), the GPU Operator, the
     # EFA device plugin and the GPU node groups the graph runs on.
     depends_on: list[pulumi.Resource]
-    warnings: tuple[str, ...] = ()
 
 
 class ServingGraph(pulumi.ComponentResource):
@@ -34,8 +33,6 @@ class ServingGraph(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ServingGraphArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("benchlab:workloads:ServingGraph", name, None, opts)
-        for warning in args.warnings:
-            pulumi.log.warn(warning, resource=self)
         manifest = args.manifest
         timeout = f"{args.ready_timeout_minutes}m"
         self.graph = k8s.apiextensions.CustomResource(

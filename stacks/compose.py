@@ -29,7 +29,7 @@ from facts.instances import facts
 from jobs.names import GPU_GROUPS, NODE_GROUPS
 from stacks.config import Secrets, StackConfig
 from stacks.run_plan import run_plan
-from stacks.serving_spec import graph_manifest, graph_warnings, image
+from stacks.serving_spec import graph_manifest, image
 
 PROJECT = "benchlab"
 
@@ -214,8 +214,7 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
         ready_timeout_minutes=cfg.serving.ready_timeout_minutes,
         depends_on=[store.download, platform.dynamo_platform, platform.gpu_operator,
                     *([platform.efa_device_plugin] if cfg.serving.mode == "disagg" else []),
-                    *(infra.gpu_nodes[group] for group in used_groups)],
-        warnings=tuple(graph_warnings(cfg))), opts=opts)
+                    *(infra.gpu_nodes[group] for group in used_groups)]), opts=opts)
 
     bench = Benchmarks(f"{ctx.name}-bench", BenchmarksArgs(
         namespace=namespace, plan=run_plan(cfg, shipped_code_sha()), modes=cfg.bench.modes(),
