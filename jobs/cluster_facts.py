@@ -37,7 +37,8 @@ def placement(pods: list[dict[str, Any]], nodes: list[dict[str, Any]], graph: st
     return sorted(entries, key=lambda entry: entry["pod"])
 
 
-def _get(path: str) -> dict[str, Any]:
+def get_text(path: str) -> str:
+    """GET `path` from the Kubernetes API with the pod's service account."""
     host = os.environ["KUBERNETES_SERVICE_HOST"]
     port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
     token = (SERVICE_ACCOUNT_DIR / "token").read_text().strip()
@@ -45,10 +46,14 @@ def _get(path: str) -> dict[str, Any]:
                                      headers={"Authorization": f"Bearer {token}"})
     context = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT_DIR / "ca.crt"))
     with urllib.request.urlopen(request, context=context, timeout=30) as response:
-        return json.load(response)
+        return response.read().decode("utf-8", "replace")
+
+
+def get_json(path: str) -> dict[str, Any]:
+    return json.loads(get_text(path))
 
 
 def read_placement(namespace: str, graph: str, role_label: str) -> list[dict]:
-    pods = _get(f"/api/v1/namespaces/{namespace}/pods")["items"]
-    nodes = _get("/api/v1/nodes")["items"]
+    pods = get_json(f"/api/v1/namespaces/{namespace}/pods")["items"]
+    nodes = get_json("/api/v1/nodes")["items"]
     return placement(pods, nodes, graph, role_label)
