@@ -262,7 +262,8 @@ def main(env: Mapping[str, str] = os.environ, sleep: Callable[[float], None] = t
         return 1
     before = {p["metadata"]["name"]: nixl_counters(_text(_metrics_url(p))) for p in workers}
     texts = prompts(int(env.get("REQUESTS", "8")))
-    answered = sum(send(env["FRONTEND_URL"], env["MODEL"], text) for text in texts)
+    timeout = float(env.get("REQUEST_TIMEOUT_SECONDS", "300"))
+    answered = sum(send(env["FRONTEND_URL"], env["MODEL"], text, timeout) for text in texts)
     sleep(10)  # vLLM publishes connector stats with its periodic stats
     evidence = []
     for pod in workers:

@@ -17,6 +17,7 @@ from components.cluster import ROLE_LABEL, ClusterArgs, EksCluster
 from components.dynamo_platform import DynamoPlatform, DynamoPlatformArgs
 from components.efa_device_plugin import EfaDevicePlugin, EfaDevicePluginArgs
 from components.gpu_operator import GpuOperator, GpuOperatorArgs
+from components.kv_transport_check import KvTransportCheck, KvTransportCheckArgs
 from components.model_store import ModelStore, ModelStoreArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
@@ -216,10 +217,21 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
                     *([platform.efa_device_plugin] if cfg.serving.mode == "disagg" else []),
                     *(infra.gpu_nodes[group] for group in used_groups)]), opts=opts)
 
-    bench = Benchmarks(f"{ctx.name}-bench", BenchmarksArgs(
-        namespace=namespace, plan=run_plan(cfg, shipped_code_sha()), modes=cfg.bench.modes(),
-        image=image(cfg), cpu_node_selector=cpu_nodes,
+    # The KV path, proven from the workers' evidence, before any benchmark: a wrong one stops here.
+    plan = run_plan(cfg, shipped_code_sha())
+    name = manifest["metadata"]["name"]
+    disagg = cfg.serving.mode == "disagg"
+    check = KvTransportCheck(f"{ctx.name}-kv-check", KvTransportCheckArgs(
+        namespace=namespace, graph_name=name, frontend_url=frontend_url(name), model=cfg.model.id,
+        kv_transport=cfg.serving.kv_transport if disagg else "none",
+        kv_router=disagg,  # the disagg frontend routes by KV (serving_spec: DYN_ROUTER_MODE)
+        config_hash=plan["config_hash"], image=image(cfg), cpu_node_selector=cpu_nodes,
         depends_on=[graph.graph, store.results_pvc]), opts=opts)
+
+    bench = Benchmarks(f"{ctx.name}-bench", BenchmarksArgs(
+        namespace=namespace, plan=plan, modes=cfg.bench.modes(),
+        image=image(cfg), cpu_node_selector=cpu_nodes,
+        depends_on=[graph.graph, check.job, store.results_pvc]), opts=opts)
     ResultsExport(f"{ctx.name}-export", ResultsExportArgs(
         namespace=namespace, region=cfg.region, bucket_name=infra.results_bucket.bucket,
         bucket_arn=infra.results_bucket.arn, oidc_provider_arn=infra.oidc_provider_arn,
@@ -227,7 +239,6 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
         plan_configmap=bench.plan_configmap, config_hash=bench.plan["config_hash"],
         cpu_node_selector=cpu_nodes, depends_on=[bench.jobs[-1]]), opts=opts)
 
-    name = manifest["metadata"]["name"]
     pulumi.export("servingGraph", name)
     pulumi.export("frontend", f"{namespace}/{name}-frontend")  # kubectl port-forward svc/...
     pulumi.export("frontendUrl", frontend_url(name))  # in-cluster

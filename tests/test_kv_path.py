@@ -143,3 +143,39 @@ def test_serving_pods_are_unprivileged_without_api_token(overrides):
 def test_both_transports_validate_against_the_crd(validator, overrides):  # noqa: F811
     manifest = serving_spec.graph_manifest(config.parse(overrides), namespace="lab")
     assert problems(validator, manifest) == []
+
+
+# --- the transport check in the program -----------------------------------------------------------
+JOB = "kubernetes:batch/v1:Job"
+DGD = f"kubernetes:{serving_spec.API_VERSION}:{serving_spec.KIND}"
+
+
+def job(recording, suffix: str):
+    (found,) = [r for r in recording.of_type(JOB) if r.name.endswith(suffix)]
+    return found
+
+
+@pytest.mark.parametrize("mode, transport, router", [("agg", "none", "0"), ("disagg", "efa", "1")])
+def test_order_graph_is_dgd_then_transport_check_then_first_benchmark(run_lab, mode, transport, router):
+    rec = run_lab(overrides={"serving": {"mode": mode}})
+    (dgd,) = rec.of_type(DGD)
+    check, first = job(rec, "-kv-check-job"), job(rec, "-bench-concurrency-sweep")
+    assert rec.waits_for(check, dgd) and rec.waits_for(first, check)
+    assert not rec.waits_for(check, first) and not rec.waits_for(dgd, check)
+    spec = check.plain_inputs()["spec"]
+    assert spec["backoffLimit"] == 0
+    (container,) = spec["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (env["KV_TRANSPORT"], env["KV_ROUTER"], env["GRAPH_NAME"]) == (transport, router, f"benchlab-{mode}")
+    assert container["command"] == ["python3", "-m", "jobs.kv_transport"]
+    # the record is named by the same hash the benchmark Jobs' plan carries
+    plan_map = [r for r in rec.of_type("kubernetes:core/v1:ConfigMap") if r.name.endswith("-bench-plan")][0]
+    assert json.loads(next(iter(plan_map.plain_inputs()["data"].values())))["config_hash"] == env["CONFIG_HASH"]
+
+
+def test_transport_check_reads_pods_and_logs_only(run_lab):
+    rec = run_lab(overrides={"serving": {"mode": "disagg"}})
+    (role,) = [r for r in rec.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role")
+               if r.name.endswith("-kv-check-read-pods")]
+    assert role.inputs["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+                                    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}]

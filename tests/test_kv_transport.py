@@ -167,7 +167,7 @@ def test_main_reads_the_graphs_pods_and_writes_the_record(tmp_path, monkeypatch,
     monkeypatch.setattr(kv_transport.cluster_facts, "get_json", lambda path: asked.append(path) or {"items": pods})
     monkeypatch.setattr(kv_transport.cluster_facts, "get_text", get_text)
     monkeypatch.setattr(kv_transport, "_text", lambda url: fixture(scrapes[url.split("ip-")[1].split(":")[0]].pop(0)))
-    monkeypatch.setattr(kv_transport, "send", lambda url, model, prompt: True)
+    monkeypatch.setattr(kv_transport, "send", lambda url, model, prompt, timeout: True)
     env = {"POD_NAMESPACE": "benchlab", "GRAPH_NAME": "benchlab-disagg", "KV_TRANSPORT": "efa",
            "KV_ROUTER": "1", "REQUESTS": "4", "FRONTEND_URL": "http://fe:8000", "MODEL": "m",
            "RESULTS_ROOT": str(tmp_path), "CONFIG_HASH": "h1"}

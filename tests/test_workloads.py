@@ -287,9 +287,11 @@ def test_benchmark_jobs_run_the_entrypoint_on_cpu_nodes(lab_runs):
         assert mounts["/results"] is False and mounts["/models"] is True
 
 
-def test_every_job_runs_restricted_and_only_the_benchmarks_hold_an_api_token(lab_runs):
+def test_every_job_runs_restricted_and_only_the_api_readers_hold_an_api_token(lab_runs):
     rec = lab_runs("agg")
-    benchmark_names = {job.name for job in benchmark_job_resources(rec)}
+    # the benchmarks (pod placement) and the KV transport check (pods and their logs)
+    benchmark_names = {job.name for job in benchmark_job_resources(rec)} | {
+        named(rec, JOB, "-kv-check-job").name}
     for job in rec.of_type(JOB):
         pod = job.plain_inputs()["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
@@ -452,5 +454,5 @@ def test_no_secret_is_plain_in_any_rendered_object_or_output(lab_runs, mode):
 def test_every_job_is_replaced_when_its_spec_changes(lab_runs):
     # A Job's pod template is immutable, and a changed Job is new work: a new Job, not a patch.
     jobs = lab_runs("disagg").of_type(JOB)
-    assert len(jobs) == 6  # download, four benchmarks, export
+    assert len(jobs) == 7  # download, KV transport check, four benchmarks, export
     assert all(job.options["replace_on_changes"] == ["spec"] for job in jobs)
