@@ -11,6 +11,7 @@ import pytest
 
 from jobs import kv_transport
 from jobs.kv_transport import NixlCounters, RouterEvidence, WorkerEvidence
+from tests.test_entrypoint import real_summary  # noqa: F401  (fixture: a real AIPerf summary)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kv-transport"
 
@@ -178,3 +179,43 @@ def test_main_reads_the_graphs_pods_and_writes_the_record(tmp_path, monkeypatch,
     record = kv_transport.read_record(tmp_path, "h1")
     assert record["ok"] is (code == 0) and record["graph"] == "benchlab-disagg"
     assert record["transfers"] == 8 and record["kv_router"]["max_tree_size"] == 1
+
+
+# --- on the record: the run manifest and the report's sources table --------------------------------
+def test_the_first_benchmark_job_puts_the_checks_record_into_the_manifest(tmp_path, real_summary,  # noqa: F811
+                                                                         monkeypatch):
+    from tests.test_entrypoint import FakeAiperf, QUICK, plan_for, run_campaign
+    from jobs import run_manifest
+    plan = plan_for("disagg", QUICK)
+    record = kv_transport.verdict("benchlab-disagg", "efa", efa_graph(), 8, 8, ROUTER_WITH_EVENTS).record
+    out = tmp_path / "results" / kv_transport.RECORD_DIR / f"{plan['config_hash']}.json"
+    out.parent.mkdir(parents=True)
+    out.write_text(json.dumps(record))
+    run_id = run_campaign(tmp_path, plan, "uid", FakeAiperf(real_summary), monkeypatch)
+    manifest = run_manifest.read_manifest(tmp_path / "results" / run_id / "disagg")
+    assert manifest.extra["kv_transport"] == record
+
+
+def test_every_sources_row_names_its_kv_path(tmp_path):
+    from jobs import run_manifest
+    from local_lab import cloud_shape
+    from report.inputs import GraphRun
+    from report.render import _sources
+    cloud = cloud_shape.manifest("r1", "disagg", "cloud", "m", "2026-11-29T23:00:00Z")
+    cloud = run_manifest.RunManifest(**{**cloud.__dict__, "simulated": False, "extra": {
+        "kv_transport": kv_transport.verdict("g", "efa", efa_graph(), 8, 8, None).record}})
+    simulated = cloud_shape.manifest("r2", "disagg", "quick", "m", "2026-11-29T23:00:00Z",
+                                     kv_router=asdict_router(ROUTER_WITH_EVENTS))
+    unchecked = cloud_shape.manifest("r3", "agg", "cloud", "m", "2026-11-29T23:00:00Z")
+    unchecked = run_manifest.RunManifest(**{**unchecked.__dict__, "simulated": False, "extra": {}})
+    (table,) = _sources([GraphRun(m, tmp_path) for m in (cloud, simulated, unchecked)])
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    assert rows[0].endswith("| KV path |")
+    assert rows[2].endswith("| EFA (NIXL LIBFABRIC): 8 transfers, 24.0 MiB, 4.0 ms mean |")
+    assert rows[3].endswith(f"| {cloud_shape.MOCKER_KV_PATH} |")
+    assert rows[4].endswith("| not checked |")
+
+
+def asdict_router(router: RouterEvidence) -> dict:
+    from dataclasses import asdict
+    return asdict(router)
