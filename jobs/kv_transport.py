@@ -11,9 +11,11 @@ through the frontend, long prompts sharing a prefix, and reads:
 - the NIXL backend each worker instantiated, from its log (nixl 0.9.0 _api.py, INFO:
   "Backend <name> was instantiated", WARNING: "Skipping backend registration <name> due to the
   missing plugin.");
-- with the KV router, the frontend's routing decisions (dynamo 0.9.1 kv_router::scheduler,
-  INFO: "Selected worker: ..., cached blocks: N, tree size: T, ..."): a tree that stays empty
-  means the router received no KV events.
+- with the KV router, the frontend's log (dynamo 0.9.1, INFO): kv_router "Found N worker(s),
+  starting KV event subscriber" (absent when the router only predicts the workers' caches from
+  its own decisions, --no-kv-events: its index grows all the same) and kv_router::scheduler
+  "Selected worker: ..., cached blocks: N, tree size: T, ...": an index that stays empty means
+  no KV event arrived.
 It fails (exit 1, the reasons printed) when no KV transfer happened, any failed, NIXL ran on
 another backend than the config's (UCX where EFA was configured: a TCP-speed transport), a
 plugin was missing, requests went unanswered, or the router saw no events. In agg mode it checks
@@ -58,6 +60,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 _BACKEND = re.compile(r"Backend (\w+) was instantiated")
 _MISSING = re.compile(r"Skipping backend registration (\w+) due to the missing plugin")
+_SUBSCRIBED = "starting KV event subscriber"
 _DECISION = re.compile(r"Selected worker: worker_id=(\d+) dp_rank=\d+, logit: \S+, "
                        r"cached blocks: (\d+), tree size: (\d+)")
 
@@ -108,14 +111,16 @@ def nixl_backends(log: str) -> tuple[list[str], list[str]]:
 
 @dataclass(frozen=True)
 class RouterEvidence:
+    subscribed: bool = False  # the router listens to the workers' KV events
     decisions: int = 0
     max_tree_size: int = 0  # blocks in the router's index, built from the workers' KV events
     max_cached_blocks: int = 0  # best prefix overlap the router found for a request
 
 
 def router_evidence(frontend_log: str) -> RouterEvidence:
-    found = [(int(cached), int(tree)) for _, cached, tree in _DECISION.findall(_ANSI.sub("", frontend_log))]
-    return RouterEvidence(decisions=len(found),
+    plain = _ANSI.sub("", frontend_log)
+    found = [(int(cached), int(tree)) for _, cached, tree in _DECISION.findall(plain)]
+    return RouterEvidence(subscribed=_SUBSCRIBED in plain, decisions=len(found),
                           max_tree_size=max((tree for _, tree in found), default=0),
                           max_cached_blocks=max((cached for cached, _ in found), default=0))
 
@@ -150,10 +155,14 @@ def verdict(graph: str, transport: str, workers: list[WorkerEvidence], answered:
         result.problems.append(f"the {graph} graph answered {answered} of {sent} requests")
     if router is not None:
         result.record["kv_router"] = asdict(router)
+        if not router.subscribed:
+            result.problems.append("the KV router does not subscribe to KV events (no \""
+                                   f"{_SUBSCRIBED}\" in the frontend log): it only predicts the "
+                                   "workers' caches from its own decisions")
         if router.decisions == 0:
             result.problems.append("the frontend logged no KV-router decision (\"Selected worker\") "
                                    "for the check's requests")
-        elif router.max_tree_size == 0:
+        elif router.subscribed and router.max_tree_size == 0:
             result.problems.append(
                 f"the KV router received no KV events: its index stayed empty (tree size 0) over "
                 f"{router.decisions} routing decisions; prefill/agg workers publish them when "
@@ -242,16 +251,15 @@ def _metrics_url(pod: dict) -> str:
     raise RuntimeError(f"{pod['metadata']['name']}: no container port named {METRICS_PORT_NAME!r}")
 
 
-def _log(namespace: str, pod: dict, since_seconds: int | None = None) -> str:
+def _log(namespace: str, pod: dict) -> str:
     names = [c["name"] for c in pod["spec"]["containers"]]
     container = MAIN_CONTAINER if MAIN_CONTAINER in names else names[0]
-    query = f"container={container}" + (f"&sinceSeconds={since_seconds}" if since_seconds else "")
-    return cluster_facts.get_text(f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}/log?{query}")
+    return cluster_facts.get_text(f"/api/v1/namespaces/{namespace}/pods/"
+                                  f"{pod['metadata']['name']}/log?container={container}")
 
 
 def main(env: Mapping[str, str] = os.environ, sleep: Callable[[float], None] = time.sleep) -> int:
     namespace, graph, transport = env["POD_NAMESPACE"], env["GRAPH_NAME"], env["KV_TRANSPORT"]
-    started = time.monotonic()
     pods = cluster_facts.get_json(f"/api/v1/namespaces/{namespace}/pods"
                                   f"?labelSelector={GRAPH_LABEL}%3D{graph}")["items"]
     kind = {p["metadata"]["name"]: p["metadata"].get("labels", {}) for p in pods}
@@ -275,9 +283,8 @@ def main(env: Mapping[str, str] = os.environ, sleep: Callable[[float], None] = t
             backends=backends, missing_plugins=missing, before=before[name],
             after=nixl_counters(_text(_metrics_url(pod)))))
     router = None
-    if env.get("KV_ROUTER") == "1":
-        since = int(time.monotonic() - started) + 60
-        router = router_evidence("".join(_log(namespace, p, since) for p in frontends))
+    if env.get("KV_ROUTER") == "1":  # the whole log: the subscriber starts with the frontend
+        router = router_evidence("".join(_log(namespace, p) for p in frontends))
     result = verdict(graph, transport, evidence, answered, len(texts), router)
     record = {"graph": graph, "checked": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "ok": result.ok, "problems": result.problems, **result.record}

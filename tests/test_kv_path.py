@@ -179,3 +179,17 @@ def test_transport_check_reads_pods_and_logs_only(run_lab):
                if r.name.endswith("-kv-check-read-pods")]
     assert role.inputs["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
                                     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}]
+
+
+def test_the_labs_namespaces_warn_and_audit_against_the_restricted_profile(run_lab):
+    rec = run_lab(overrides={"serving": {"mode": "disagg"}})
+    labels = {ns.inputs["metadata"]["name"]: ns.inputs["metadata"]["labels"]
+              for ns in rec.of_type("kubernetes:core/v1:Namespace")}
+    assert set(labels) == {"gpu-operator", "monitoring", "dynamo-system", "benchlab"}
+    for name, values in labels.items():
+        if name == "gpu-operator":  # host access: privileged, said so explicitly
+            assert values["pod-security.kubernetes.io/enforce"] == "privileged"
+            continue
+        assert values["pod-security.kubernetes.io/warn"] == "restricted", name
+        assert values["pod-security.kubernetes.io/audit"] == "restricted", name
+        assert "pod-security.kubernetes.io/enforce" not in values, name

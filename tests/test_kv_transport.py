@@ -69,9 +69,11 @@ def test_counters_sum_over_label_sets():
 
 
 def test_router_evidence_from_the_real_frontend_log():
-    assert ROUTER_WITH_EVENTS == RouterEvidence(decisions=3, max_tree_size=1, max_cached_blocks=1)
-    empty = fixture("frontend-kv-router.log").replace("tree size: 1", "tree size: 0")
-    assert kv_transport.router_evidence(empty).max_tree_size == 0
+    assert ROUTER_WITH_EVENTS == RouterEvidence(subscribed=True, decisions=3, max_tree_size=87,
+                                                max_cached_blocks=85)
+    # --no-kv-events: the index grows from the router's own predictions, no subscriber
+    predicted = kv_transport.router_evidence(fixture("frontend-kv-router-no-events.log"))
+    assert not predicted.subscribed and predicted.max_tree_size > 0
 
 
 def test_efa_transfer_passes_and_is_recorded():
@@ -82,7 +84,7 @@ def test_efa_transfer_passes_and_is_recorded():
     assert (record["transfers"], record["bytes"], record["failed"]) == (8, 8 * 3 * 2**20, 0)
     assert record["mean_transfer_ms"] == pytest.approx(4.0)
     assert {w["role"]: w["transfers"] for w in record["workers"]} == {"prefill": 0, "decode": 8}
-    assert record["kv_router"]["max_tree_size"] == 1
+    assert record["kv_router"]["max_tree_size"] == 87
     assert kv_transport.describe(record) == "EFA (NIXL LIBFABRIC): 8 transfers, 24.0 MiB, 4.0 ms mean"
 
 
@@ -130,11 +132,15 @@ def test_agg_checks_the_graph_answers_and_records_no_transfer():
 
 
 def test_a_router_without_events_fails():
-    idle = RouterEvidence(decisions=8, max_tree_size=0, max_cached_blocks=0)
+    idle = RouterEvidence(subscribed=True, decisions=8, max_tree_size=0, max_cached_blocks=0)
     (problem,) = kv_transport.verdict("g", "none", [], 8, 8, idle).problems
     assert problem.startswith("the KV router received no KV events")
-    (problem,) = kv_transport.verdict("g", "none", [], 8, 8, RouterEvidence()).problems
-    assert "no KV-router decision" in problem
+    predicted = kv_transport.router_evidence(fixture("frontend-kv-router-no-events.log"))
+    (problem,) = kv_transport.verdict("g", "none", [], 8, 8, predicted).problems
+    assert problem.startswith("the KV router does not subscribe to KV events")
+    problems = kv_transport.verdict("g", "none", [], 8, 8, RouterEvidence(subscribed=True)).problems
+    assert problems == ["the frontend logged no KV-router decision (\"Selected worker\") for the "
+                        "check's requests"]
 
 
 def test_record_round_trips_through_the_results_volume(tmp_path):
@@ -178,7 +184,7 @@ def test_main_reads_the_graphs_pods_and_writes_the_record(tmp_path, monkeypatch,
     assert "/api/v1/namespaces/benchlab/pods/d/log?container=main" in asked
     record = kv_transport.read_record(tmp_path, "h1")
     assert record["ok"] is (code == 0) and record["graph"] == "benchlab-disagg"
-    assert record["transfers"] == 8 and record["kv_router"]["max_tree_size"] == 1
+    assert record["transfers"] == 8 and record["kv_router"]["max_tree_size"] == 87
 
 
 # --- on the record: the run manifest and the report's sources table --------------------------------
