@@ -264,17 +264,18 @@ def main(env: Mapping[str, str] = os.environ, sleep: Callable[[float], None] = t
                                   f"?labelSelector={GRAPH_LABEL}%3D{graph}")["items"]
     kind = {p["metadata"]["name"]: p["metadata"].get("labels", {}) for p in pods}
     workers = [p for p in pods if kind[p["metadata"]["name"]].get(COMPONENT_TYPE_LABEL) in WORKER_TYPES]
+    moving = workers if transport != "none" else []  # agg: no KV transfer to read
     frontends = [p for p in pods if kind[p["metadata"]["name"]].get(COMPONENT_TYPE_LABEL) == "frontend"]
     if not workers or not frontends:
         print(f"no worker or frontend pod labelled {GRAPH_LABEL}={graph} in {namespace}", file=sys.stderr)
         return 1
-    before = {p["metadata"]["name"]: nixl_counters(_text(_metrics_url(p))) for p in workers}
+    before = {p["metadata"]["name"]: nixl_counters(_text(_metrics_url(p))) for p in moving}
     texts = prompts(int(env.get("REQUESTS", "8")))
     timeout = float(env.get("REQUEST_TIMEOUT_SECONDS", "300"))
     answered = sum(send(env["FRONTEND_URL"], env["MODEL"], text, timeout) for text in texts)
     sleep(10)  # vLLM publishes connector stats with its periodic stats
     evidence = []
-    for pod in workers:
+    for pod in moving:
         name = pod["metadata"]["name"]
         backends, missing = nixl_backends(_log(namespace, pod))
         labels = kind[name]
