@@ -89,16 +89,8 @@ class KvTransportCheck(pulumi.ComponentResource):
     def _log_reader(name: str, namespace: pulumi.Input[str],
                     child: pulumi.ResourceOptions) -> list[pulumi.Resource]:
         """The check's service account: read pods and their logs in the lab namespace."""
-        account = k8s.core.v1.ServiceAccount(
-            f"{name}-account", metadata={"name": SERVICE_ACCOUNT, "namespace": namespace,
-                                         "labels": PART_OF}, opts=child)
-        role = k8s.rbac.v1.Role(
-            f"{name}-read-pods", metadata={"namespace": namespace, "labels": PART_OF},
-            rules=[{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
-                   {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}], opts=child)
-        binding = k8s.rbac.v1.RoleBinding(
-            f"{name}-read-pods", metadata={"namespace": namespace, "labels": PART_OF},
-            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role.metadata.name},
-            subjects=[{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": namespace}],
-            opts=child)
+        account, binding = job_code.namespaced_reader(
+            f"{name}-account", f"{name}-read-pods", SERVICE_ACCOUNT, namespace,
+            [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+             {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}], child)
         return [account, binding]
