@@ -193,3 +193,15 @@ def test_the_labs_namespaces_warn_and_audit_against_the_restricted_profile(run_l
         assert values["pod-security.kubernetes.io/warn"] == "restricted", name
         assert values["pod-security.kubernetes.io/audit"] == "restricted", name
         assert "pod-security.kubernetes.io/enforce" not in values, name
+
+
+def test_synth_of_the_dev_stacks_disagg_graph_gives_every_worker_efa(run_lab):
+    from cli import synth
+    rec = run_lab(overrides={"serving": {"mode": "disagg"}})  # Pulumi.dev.yaml, disagg
+    (dgd,) = rec.of_type(DGD)
+    workers = {name: service for name, service in synth.redact(dgd.inputs)["spec"]["services"].items()
+               if service["componentType"] == "worker"}
+    assert set(workers) == {"VllmPrefillWorker", "VllmDecodeWorker"}
+    for name, worker in workers.items():
+        assert int(worker["resources"]["limits"]["custom"][EFA]) >= 1, name
+        assert nixl_entry(worker)["kv_connector_extra_config"] == {"backends": ["LIBFABRIC"]}, name
