@@ -20,6 +20,12 @@ PART_OF = {"app.kubernetes.io/part-of": "benchlab"}
 # GPU Operator pods need host access (privileged); EKS does not enforce PSA by default, this
 # says so explicitly for clusters that do.
 PRIVILEGED = {"pod-security.kubernetes.io/enforce": "privileged"}
+# Every other namespace of the lab: warn on apply and audit against the restricted profile
+# (https://kubernetes.io/docs/concepts/security/pod-security-admission/ "Pod Security Admission
+# labels for namespaces"), without enforcing it: the EFA workers mount the node's libfabric
+# (hostPath) and add IPC_LOCK, which the restricted profile forbids, and say so on every apply.
+RESTRICTED_WARN_AUDIT = {"pod-security.kubernetes.io/warn": "restricted",
+                         "pod-security.kubernetes.io/audit": "restricted"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,7 @@ class Base(pulumi.ComponentResource):
             role: k8s.core.v1.Namespace(
                 f"{name}-{role}",
                 metadata={"name": ns, "labels": {
-                    **PART_OF, **(PRIVILEGED if role in args.privileged else {})}},
+                    **PART_OF, **(PRIVILEGED if role in args.privileged else RESTRICTED_WARN_AUDIT)}},
                 opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on))
             for role, ns in args.namespaces.items()}
         self.hf_token_secret = None if args.hf_token is None else k8s.core.v1.Secret(

@@ -106,18 +106,11 @@ class Benchmarks(pulumi.ComponentResource):
     def _reader_rbac(name: str, namespace: pulumi.Input[str],
                      child: pulumi.ResourceOptions) -> list[pulumi.Resource]:
         """The Jobs' service account, allowed to read pods (here) and nodes; what the Jobs need."""
-        account = k8s.core.v1.ServiceAccount(
-            f"{name}-runner", metadata={"name": SERVICE_ACCOUNT, "namespace": namespace,
-                                        "labels": PART_OF}, opts=child)
-        subject = [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": namespace}]
         read = ["get", "list"]
-        pods = k8s.rbac.v1.Role(
-            f"{name}-read-pods", metadata={"namespace": namespace, "labels": PART_OF},
-            rules=[{"apiGroups": [""], "resources": ["pods"], "verbs": read}], opts=child)
-        pods_binding = k8s.rbac.v1.RoleBinding(
-            f"{name}-read-pods", metadata={"namespace": namespace, "labels": PART_OF},
-            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": pods.metadata.name},
-            subjects=subject, opts=child)
+        account, pods_binding = job_code.namespaced_reader(
+            f"{name}-runner", f"{name}-read-pods", SERVICE_ACCOUNT, namespace,
+            [{"apiGroups": [""], "resources": ["pods"], "verbs": read}], child)
+        subject = [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": namespace}]
         # Nodes are cluster-scoped: a ClusterRole, still read-only and nodes only.
         nodes = k8s.rbac.v1.ClusterRole(
             f"{name}-read-nodes", metadata={"labels": PART_OF},

@@ -102,6 +102,22 @@ def code_job(parent: pulumi.Resource, job_name: str, *, entry: str, configmap_na
         opts=job_options(parent, depends_on, timeout_minutes))
 
 
+def namespaced_reader(account_resource: str, role_resource: str, account: str,
+                      namespace: pulumi.Input[str], rules: list[dict],
+                      opts: pulumi.ResourceOptions) -> tuple[k8s.core.v1.ServiceAccount, k8s.rbac.v1.RoleBinding]:
+    """A Job's service account bound to a Role of `rules` in its namespace."""
+    service_account = k8s.core.v1.ServiceAccount(
+        account_resource, metadata={"name": account, "namespace": namespace, "labels": PART_OF},
+        opts=opts)
+    role = k8s.rbac.v1.Role(role_resource, metadata={"namespace": namespace, "labels": PART_OF},
+                            rules=rules, opts=opts)
+    binding = k8s.rbac.v1.RoleBinding(
+        role_resource, metadata={"namespace": namespace, "labels": PART_OF},
+        role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role.metadata.name},
+        subjects=[{"kind": "ServiceAccount", "name": account, "namespace": namespace}], opts=opts)
+    return service_account, binding
+
+
 def digest(data: dict) -> str:
     """A stable content hash of ConfigMap-like data (or any JSON-able mapping)."""
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))

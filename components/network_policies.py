@@ -52,8 +52,13 @@ FRONTEND = {"matchLabels": {DYNAMO_ROLE: "frontend"}}
 ETCD, NATS = {"matchLabels": {NAME: "etcd"}}, {"matchLabels": {NAME: "nats"}}
 PROMETHEUS = {"matchLabels": {NAME: "prometheus"}}
 PUSHGATEWAY = {"matchLabels": {NAME: "prometheus-pushgateway"}}
-# The lab's own Jobs (components/benchmark_jobs.py, model_store.py, results_export.py).
+# The lab's own Jobs (components/benchmark_jobs.py, model_store.py, results_export.py,
+# kv_transport_check.py, gpu_release.py).
 BENCHMARK, EXPORT, DOWNLOAD = "benchmark", "results-export", "model-download"
+KV_CHECK, GPU_RELEASE = "kv-transport-check", "gpu-release"
+# The workers' system port (metrics), which the KV transport check reads: dynamo.vllm's
+# DYN_SYSTEM_PORT as the operator sets it (the PodMonitors scrape it too).
+WORKER_SYSTEM_PORT = 9090
 ALL = {}  # a selector that selects every pod
 
 
@@ -117,13 +122,22 @@ def policies(args: NetworkPoliciesArgs) -> list[dict]:
                    {"to": [{"namespaceSelector": _ns(args.dynamo_system), "podSelector": NATS}],
                     "ports": _ports(NATS_PORT)}])
     policy(lab, "frontend-from-benchmarks", FRONTEND,
-           ingress=[{"from": [{"podSelector": _job(BENCHMARK)}], "ports": _ports(FRONTEND_PORT)}])
+           ingress=[{"from": [{"podSelector": _job(BENCHMARK, KV_CHECK)}], "ports": _ports(FRONTEND_PORT)}])
+    # The KV transport check: a few requests, then the workers' NIXL counters and logs (API).
+    policy(lab, "worker-metrics-from-kv-check", DYNAMO_PODS,
+           ingress=[{"from": [{"podSelector": _job(KV_CHECK)}], "ports": _ports(WORKER_SYSTEM_PORT)}])
+    policy(lab, "kv-transport-check", _job(KV_CHECK),
+           egress=[{"to": [{"podSelector": FRONTEND}], "ports": _ports(FRONTEND_PORT)},
+                   {"to": [{"podSelector": DYNAMO_PODS}], "ports": _ports(WORKER_SYSTEM_PORT)}, api_server])
+    # The GPU release: Events through the API; pip, STS and the EKS API outside the VPC.
+    policy(lab, "gpu-release", _job(GPU_RELEASE), egress=[api_server])
     policy(lab, "benchmarks", _job(BENCHMARK),
            egress=[{"to": [{"podSelector": FRONTEND}], "ports": _ports(FRONTEND_PORT)}, api_server])
     policy(lab, "export-to-pushgateway", _job(EXPORT),
            egress=[{"to": [{"namespaceSelector": _ns(args.monitoring), "podSelector": PUSHGATEWAY}],
                     "ports": _ports(PUSHGATEWAY_PORT)}])
-    policy(lab, "jobs-to-https-outside", _job(BENCHMARK, EXPORT, DOWNLOAD), egress=[outside_vpc_https])
+    policy(lab, "jobs-to-https-outside", _job(BENCHMARK, EXPORT, DOWNLOAD, GPU_RELEASE),
+           egress=[outside_vpc_https])
 
     # --- dynamo-system: operator (and its webhook), etcd, NATS ---
     system = args.dynamo_system

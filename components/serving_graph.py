@@ -29,7 +29,6 @@ class ServingGraphArgs:
     # The model download, the Dynamo platform (its webhook must answer), the GPU Operator, the
     # EFA device plugin and the GPU node groups the graph runs on.
     depends_on: list[pulumi.Resource]
-    warnings: tuple[str, ...] = ()
     kvbm_metrics_port: str | None = None  # container port name of KVBM's metrics, if any
 
 
@@ -38,8 +37,6 @@ class ServingGraph(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ServingGraphArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("benchlab:workloads:ServingGraph", name, None, opts)
-        for warning in args.warnings:
-            pulumi.log.warn(warning, resource=self)
         manifest = args.manifest
         timeout = f"{args.ready_timeout_minutes}m"
         self.graph = k8s.apiextensions.CustomResource(

@@ -57,6 +57,13 @@ def facts(instance_type: str) -> InstanceFacts:
                        f"{', '.join(sorted(INSTANCE_FACTS))}") from None
 
 
+def workers_per_node(node: InstanceFacts, tp: int, one_efa_each: bool) -> int:
+    """How many TP-`tp` workers one node holds: all its GPUs' worth, or, when every worker must
+    have an EFA interface of its own, no more than the node has interfaces."""
+    per_gpu = node.gpus // tp
+    return min(per_gpu, node.efa_interfaces) if one_efa_each else per_gpu
+
+
 def quota_family(instance_type: str) -> str:
     """The on-demand vCPU quota an instance type counts against: P, G, or Standard."""
     head = instance_type[:1]

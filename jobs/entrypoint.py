@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping
 
-from jobs import aiperf_argv, cluster_facts, model_download, modes, run_manifest, runs
+from jobs import aiperf_argv, cluster_facts, kv_transport, model_download, modes, run_manifest, runs
 
 PROFILE = "cloud"
 SWEEP_STYLE = "per_level"
@@ -111,7 +111,8 @@ def run_mode(mode: modes.Mode, graph_dir: Path, target: aiperf_argv.Target,
 
 
 def build_manifest(plan: dict, run_id: str, placement: list[dict], extra_versions: dict[str, str],
-                   created: str) -> run_manifest.RunManifest:
+                   created: str, kv_record: dict) -> run_manifest.RunManifest:
+    """`kv_record`: what the KV transport check found for this plan (jobs/kv_transport.py)."""
     recorded = plan["manifest"]
     return run_manifest.RunManifest(
         run_id=run_id, graph=plan["graph"], simulated=False, profile=PROFILE, created=created,
@@ -120,7 +121,7 @@ def build_manifest(plan: dict, run_id: str, placement: list[dict], extra_version
         nodes=[run_manifest.NodeGroup(**group) for group in recorded["nodes"]],
         workers={role: run_manifest.WorkerSpec(**spec) for role, spec in recorded["workers"].items()},
         extra={"config_hash": plan["config_hash"], "dgd_spec": recorded["dgd_spec"],
-               "placement": placement},
+               "placement": placement, "kv_transport": kv_record},
     )
 
 
@@ -147,7 +148,8 @@ def main(env: Mapping[str, str] = os.environ, run: Callable = subprocess.run) ->
     if not (graph_dir / run_manifest.MANIFEST_FILE).exists():
         placement = cluster_facts.read_placement(env["POD_NAMESPACE"], plan["graph_name"],
                                                  plan["node_role_label"])
-        manifest = build_manifest(plan, run_id, placement, job_versions(plan), now_iso())
+        manifest = build_manifest(plan, run_id, placement, job_versions(plan), now_iso(),
+                                  kv_transport.read_record(root, plan["config_hash"]))
         run_manifest.write_manifest(graph_dir, manifest)
 
     target = aiperf_argv.Target(**plan["target"])

@@ -15,7 +15,7 @@ from typing import Any
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
-def _request(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _request(method: str, path: str, body: dict[str, Any] | None = None) -> str:
     host = os.environ["KUBERNETES_SERVICE_HOST"]
     port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
     token = (SERVICE_ACCOUNT_DIR / "token").read_text().strip()
@@ -28,15 +28,20 @@ def _request(method: str, path: str, body: dict[str, Any] | None = None) -> dict
                                      method=method)
     context = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT_DIR / "ca.crt"))
     with urllib.request.urlopen(request, context=context, timeout=30) as response:
-        return json.load(response)
+        return response.read().decode("utf-8", "replace")
 
 
 def get(path: str) -> dict[str, Any]:
+    return json.loads(_request("GET", path))
+
+
+def get_text(path: str) -> str:
+    """A text resource, e.g. a pod's log."""
     return _request("GET", path)
 
 
 def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
-    return _request("POST", path, body)
+    return json.loads(_request("POST", path, body))
 
 
 def delete(path: str) -> dict[str, Any]:

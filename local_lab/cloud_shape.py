@@ -13,8 +13,13 @@ from stacks.config import StackConfig, Serving
 from facts.instances import facts
 
 
+# The mocker moves no KV cache between workers: a simulated disagg run has no KV path to report.
+MOCKER_KV_PATH = "none (mocker: simulated, no KV transfer)"
+
+
 def manifest(run_id: str, graph: str, profile: str, model: str,
-             created: str) -> run_manifest.RunManifest:
+             created: str, kv_router: dict | None = None) -> run_manifest.RunManifest:
+    """`kv_router`: the local KV router's evidence (jobs/kv_transport.RouterEvidence), when it ran."""
     lab = StackConfig(serving=dataclasses.replace(Serving(), mode=graph))
     roles = lab.worker_roles()  # role -> (node group, workers)
     groups = [group for group in names.GPU_GROUPS
@@ -28,4 +33,6 @@ def manifest(run_id: str, graph: str, profile: str, model: str,
                for group in groups],
         workers={role: run_manifest.WorkerSpec(replicas=workers.replicas, tp=workers.tp)
                  for role, (_, workers) in roles.items()},
+        extra={"kv_transport": {"transport": MOCKER_KV_PATH,
+                                **({"kv_router": kv_router} if kv_router is not None else {})}},
     )

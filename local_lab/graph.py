@@ -2,6 +2,10 @@
 
 agg = one mocker serving prefill and decode; disagg = a prefill mocker and a decode mocker
 behind the frontend's prefill router. Discovery uses the file store (no etcd).
+
+With the KV router, the graph proves the router receives the workers' KV events before any
+benchmark: requests sharing a prefix, then the frontend's own routing decisions must show an
+index built from events (jobs/kv_transport.py reads them, as the cloud's transport check does).
 """
 from __future__ import annotations
 
@@ -14,11 +18,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs import kv_transport
 from local_lab.processes import ProcessFailed, ProcessGroup
 
 ROUTER_MODES = ("round-robin", "random", "kv")
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_SECONDS = 90.0  # a mocker needs ~5 s alone; far more on a loaded 2-core machine
+KV_ROUTER_PROBES = 3  # requests sharing a prefix: the later ones find it in the router's index
 
 # (role, mocker flags) per graph; the role names the worker's log and its manifest entry.
 WORKERS = {
@@ -67,6 +73,7 @@ class Graph:
         self.config = config
         self.processes = processes
         self.kv_dir = config.work_dir / "kv"
+        self.kv_router: kv_transport.RouterEvidence | None = None  # set by start() with router kv
 
     def start(self, say=print) -> None:
         cfg = self.config
@@ -92,6 +99,27 @@ class Graph:
                                           "--store-kv", "file",
                                           "--router-mode", cfg.router_mode], env)
         self._wait("a served completion", self._serves_a_request)
+        if cfg.router_mode == "kv":
+            self.kv_router = self._prove_kv_router(say)
+
+    def _prove_kv_router(self, say) -> kv_transport.RouterEvidence:
+        for prompt in kv_transport.prompts(KV_ROUTER_PROBES):
+            if not self._serves_a_request(prompt):
+                raise GraphError(f"{self.config.name} graph: a KV-router probe request failed")
+        frontend = next(c for c in self.processes.children if c.name == "frontend")
+        evidence = kv_transport.RouterEvidence()
+        deadline = time.monotonic() + 10  # the frontend writes its log line by line
+        while evidence.decisions < KV_ROUTER_PROBES and time.monotonic() < deadline:
+            time.sleep(0.25)
+            evidence = kv_transport.router_evidence(frontend.log_path.read_text(errors="replace"))
+        if not evidence.subscribed or evidence.max_tree_size == 0:
+            raise GraphError(f"{self.config.name} graph: the KV router received no KV events "
+                             f"(subscribed: {evidence.subscribed}, {evidence.decisions} routing "
+                             f"decisions, index of {evidence.max_tree_size} blocks); log "
+                             f"{frontend.log_path}")
+        say(f"KV router: {evidence.decisions} decisions, index of {evidence.max_tree_size} blocks "
+            f"built from KV events, best prefix overlap {evidence.max_cached_blocks} blocks")
+        return evidence
 
     def _dynamo_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -115,9 +143,9 @@ class Graph:
                 pass  # still being written
         return complete
 
-    def _serves_a_request(self) -> bool:
+    def _serves_a_request(self, prompt: str = "ready?") -> bool:
         body = json.dumps({"model": str(self.config.model_dir), "max_tokens": 1,
-                           "messages": [{"role": "user", "content": "ready?"}]}).encode()
+                           "messages": [{"role": "user", "content": prompt}]}).encode()
         request = urllib.request.Request(f"{self.config.url}/v1/chat/completions", data=body,
                                          headers={"Content-Type": "application/json"})
         try:

@@ -6,10 +6,11 @@ every mode gets a status.json saying how far it got.
 """
 from __future__ import annotations
 
+
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -113,9 +114,9 @@ def _start_graph(setup: LabSetup, graph: str, run: LabRun, processes: ProcessGro
     """Start the graph; returns why it did not start, or None."""
     started = time.monotonic()
     progress.say(f"{graph}: starting the graph")
+    served = Graph(_graph_config(setup, graph, run.run_id), processes)
     try:
-        Graph(_graph_config(setup, graph, run.run_id), processes).start(
-            say=lambda msg: progress.say(f"{graph}: {msg}"))
+        served.start(say=lambda msg: progress.say(f"{graph}: {msg}"))
     except GraphError as err:
         progress.say(f"{graph}: graph did not start: {err}")
         return f"graph did not start: {err}"
@@ -124,6 +125,10 @@ def _start_graph(setup: LabSetup, graph: str, run: LabRun, processes: ProcessGro
         return "interrupted while the graph started"
     run.graph_start_seconds[graph] = time.monotonic() - started
     progress.say(f"{graph}: graph ready in {run.graph_start_seconds[graph]:.1f} s")
+    if served.kv_router is not None:  # on the record, as the cloud's transport check puts it
+        run_manifest.write_manifest(run.run_dir / graph, cloud_shape.manifest(
+            run.run_id, graph, setup.profile, str(setup.model_dir), _now(),
+            kv_router=asdict(served.kv_router)))
     return None
 
 

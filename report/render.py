@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from jobs import kv_transport
 from report.cost_efficiency import PRICE_NOTE
 from report.inputs import GraphRun, ReportInputs, load_results
 from report.plots import SIMULATED_NOTE, draw_plots
@@ -140,9 +141,10 @@ def _markdown(results_dir: Path, inputs: ReportInputs, tables: dict[str, Table],
 def _sources(runs: list[GraphRun]) -> list[str]:
     if not runs:
         return ["## Sources\n", "No run with a readable manifest was found.\n"]
-    lines = ["## Sources\n", "The newest run of each graph (by the manifest's `created`):\n",
-             "| graph | run id | created | profile | model | Dynamo | AIPerf | nodes | GPUs |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["## Sources\n", "The newest run of each graph (by the manifest's `created`); the KV "
+             "path is what the KV transport check measured before the benchmarks:\n",
+             "| graph | run id | created | profile | model | Dynamo | AIPerf | nodes | GPUs | KV path |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         manifest = run.manifest
         aiperf = sorted({result.export.aiperf_version for results in run.results.values()
@@ -151,7 +153,8 @@ def _sources(runs: list[GraphRun]) -> list[str]:
             run.label, manifest.run_id, manifest.created, manifest.profile, manifest.model,
             manifest.versions.get("dynamo"),
             ", ".join(aiperf) or manifest.versions.get("aiperf"),
-            manifest.nodes_summary, manifest.total_gpus)) + " |")
+            manifest.nodes_summary, manifest.total_gpus,
+            kv_transport.describe(manifest.extra.get("kv_transport", {})))) + " |")
     return ["\n".join(lines) + "\n"]
 
 

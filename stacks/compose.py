@@ -18,6 +18,7 @@ from components.dynamo_platform import DynamoPlatform, DynamoPlatformArgs
 from components.efa_device_plugin import EfaDevicePlugin, EfaDevicePluginArgs
 from components.gpu_release import GpuRelease, GpuReleaseArgs
 from components.gpu_operator import GpuOperator, GpuOperatorArgs
+from components.kv_transport_check import KvTransportCheck, KvTransportCheckArgs
 from components.model_store import ModelStore, ModelStoreArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
@@ -34,7 +35,7 @@ from jobs.names import GPU_GROUPS, NODE_GROUPS
 from stacks import pod_fit
 from stacks.config import ConfigError, Secrets, StackConfig
 from stacks.run_plan import run_plan
-from stacks.serving_spec import KVBM_METRICS_PORT_NAME, graph_manifest, graph_warnings, image
+from stacks.serving_spec import KVBM_METRICS_PORT_NAME, graph_manifest, image
 
 PROJECT = "benchlab"
 # Prefix of the workloads' resource names, which become Kubernetes object names (Jobs, ConfigMaps,
@@ -247,7 +248,7 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
         ready_timeout_minutes=cfg.serving.ready_timeout_minutes,
         depends_on=[store.download, platform.dynamo_platform, platform.gpu_operator,
                     *([platform.efa_device_plugin] if cfg.serving.mode == "disagg" else [])],
-        warnings=tuple(graph_warnings(cfg)), kvbm_metrics_port=KVBM_METRICS_PORT_NAME), opts=opts)
+        kvbm_metrics_port=KVBM_METRICS_PORT_NAME), opts=opts)
 
     plan = run_plan(cfg, shipped_code_sha())
     # Beside the results volume, before any GPU node is needed: the lease also guards a run
@@ -260,10 +261,20 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
         oidc_provider_arn=infra.oidc_provider_arn, oidc_provider_url=infra.oidc_provider_url,
         cpu_node_selector=cpu_nodes, depends_on=[store.results_pvc, infra.system_nodes]), opts=opts)
 
+    # The KV path, proven from the workers' evidence, before any benchmark: a wrong one stops here.
+    name = manifest["metadata"]["name"]
+    disagg = cfg.serving.mode == "disagg"
+    check = KvTransportCheck(f"{WORKLOADS}-kv-check", KvTransportCheckArgs(
+        namespace=namespace, graph_name=name, frontend_url=frontend_url(name), model=cfg.model.id,
+        kv_transport=cfg.serving.kv_transport if disagg else "none",
+        kv_router=disagg,  # the disagg frontend routes by KV (serving_spec: DYN_ROUTER_MODE)
+        config_hash=plan["config_hash"], image=image(cfg), cpu_node_selector=cpu_nodes,
+        depends_on=[graph.graph, store.results_pvc]), opts=opts)
+
     bench = Benchmarks(f"{WORKLOADS}-bench", BenchmarksArgs(
         namespace=namespace, plan=plan, modes=cfg.bench.modes(),
         image=image(cfg), cpu_node_selector=cpu_nodes,
-        depends_on=[graph.graph, store.results_pvc]), opts=opts)
+        depends_on=[graph.graph, check.job, store.results_pvc]), opts=opts)
     ResultsExport(f"{WORKLOADS}-export", ResultsExportArgs(
         namespace=namespace, region=cfg.region, bucket_name=infra.results_bucket.bucket,
         bucket_arn=infra.results_bucket.arn, oidc_provider_arn=infra.oidc_provider_arn,
@@ -271,7 +282,6 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
         plan_configmap=bench.plan_configmap, config_hash=bench.plan["config_hash"],
         cpu_node_selector=cpu_nodes, depends_on=[bench.jobs[-1]]), opts=opts)
 
-    name = manifest["metadata"]["name"]
     pulumi.export("servingGraph", name)
     pulumi.export("frontend", f"{namespace}/{name}-frontend")  # kubectl port-forward svc/...
     pulumi.export("frontendUrl", frontend_url(name))  # in-cluster

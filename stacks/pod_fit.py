@@ -25,6 +25,7 @@ from typing import Iterable
 from components.benchmark_jobs import BENCH_RESOURCES
 from components.cluster import ROLE_LABEL
 from components.gpu_release import RELEASE_RESOURCES
+from components.kv_transport_check import CHECK_RESOURCES
 from components.volume_guard import GUARD_RESOURCES
 from components.model_store import DOWNLOAD_RESOURCES
 from components.results_export import EXPORT_RESOURCES
@@ -186,6 +187,7 @@ def scheduled_pods(cfg: StackConfig) -> list[Pod]:
     return [*PLATFORM_PODS, *graphs, _job("model-download", DOWNLOAD_RESOURCES),
             _job("benchmark", BENCH_RESOURCES), _job("results-export", EXPORT_RESOURCES),
             # a CronJob: it runs beside the benchmark Jobs, so it counts as a pod that stays
+            _job("kv-transport-check", CHECK_RESOURCES),
             _job("gpu-release", RELEASE_RESOURCES, job=False),
             _job("ebs-volume-guard", GUARD_RESOURCES, job=False)]  # a Deployment
 

@@ -5,22 +5,27 @@ Pure: the composition, the run plan, tests and `benchlab synth` render both mode
 - agg: a Frontend on a CPU node; aggregated vLLM workers (TP from config) on the prefill
   (A100) node group.
 - disagg: a Frontend with the KV-aware router; prefill workers on the A100s, decode workers on
-  the L40S nodes; KV blocks move prefill -> decode through NIXL over EFA (UCX's SRD
-  transport), and the prefill workers offload KV blocks GPU -> host memory -> local disk
-  through the KV block manager (KVBM).
+  the L40S nodes; KV blocks move prefill -> decode through NIXL, over EFA by default (NIXL's
+  LIBFABRIC backend, each worker with EFA interfaces of its own; `serving.kvTransport`), and
+  the prefill workers offload KV blocks GPU -> host memory -> local disk through the KV
+  block manager (KVBM).
 
-Every pod reads the model from the model-store PVC (no hub access: HF_HUB_OFFLINE). The
-manifest is annotated so Pulumi waits for the operator's Ready condition.
+Every pod reads the model from the model-store PVC, mounted read-only (no hub access:
+HF_HUB_OFFLINE). Serving pods run without privilege escalation, with every capability dropped
+(IPC_LOCK added back where RDMA pins memory) and without a service-account token: discovery
+goes through etcd, not the Kubernetes API. The manifest is annotated so Pulumi waits for the
+operator's Ready condition.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from components.base import PART_OF
 from components.cluster import GPU_TAINT_EFFECT, GPU_TAINT_KEY, ROLE_LABEL
 from components.job_code import env_list
 from components.model_store import MODEL_MOUNT, MODEL_PVC, OFFLINE_ENV, model_dir
-from facts.instances import InstanceFacts, facts
+from facts.instances import InstanceFacts, facts, workers_per_node
 from stacks.config import StackConfig, Workers
 
 API_VERSION = "nvidia.com/v1alpha1"
@@ -36,11 +41,44 @@ KVBM_DISK_MOUNT = "/kvbm-disk"
 # wxsms/dynamo docs/kvbm/vllm-setup.md (DYN_KVBM_METRICS, DYN_KVBM_METRICS_PORT, default 6880)
 KVBM_METRICS_PORT = 6880
 KVBM_METRICS_PORT_NAME = "kvbm-metrics"  # the PodMonitor (components/serving_graph.py) scrapes it
-# NIXL -> UCX over EFA, as Dynamo's disagg communication guide requires for AWS EFA: the SRD
-# transport (TCP as fallback), and no forced zero-copy rendezvous (crashes on EFA with CUDA
-# buffers); cuda_copy lets UCX see GPU buffers. FI_PROVIDER pins libfabric users to EFA.
-EFA_ENV = {"UCX_TLS": "srd,cuda_copy,tcp", "UCX_RNDV_SCHEME": "auto", "UCX_RNDV_THRESH": "8192",
-           "FI_PROVIDER": "efa"}
+# NIXL backend per serving.kvTransport. EFA: LIBFABRIC; UCX, NIXL's default, lands on a
+# TCP-speed transport between EFA pods (ai-dynamo/dynamo docs/kubernetes/cloud-providers/eks/efa.md, Step 4).
+NIXL_BACKEND = {"efa": "LIBFABRIC", "tcp": "UCX"}
+# ai-dynamo/dynamo docs/kubernetes/cloud-providers/eks/efa.md "Required EFA environment variables":
+# libfabric pinned to the EFA provider (no silent fallback to its tcp/sockets providers), GPU
+# memory registered with the NIC, and no shared-memory transfer (corrupts GPU buffers under load).
+EFA_ENV = {"FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1", "FI_EFA_ENABLE_SHM_TRANSFER": "0"}
+# Explicit TCP: UCX over TCP only, cuda_copy so UCX sees GPU buffers
+# (ai-dynamo/dynamo docs/kubernetes/disagg-communication-guide.md, "Core Transport Selection").
+TCP_ENV = {"UCX_TLS": "tcp,cuda_copy"}
+# NIXL's Python API logs "Backend <name> was instantiated" at INFO (nixl 0.9.0 _api.py,
+# logging.py: NIXL_LOG_LEVEL): the transport check reads it.
+NIXL_LOG_ENV = {"NIXL_LOG_LEVEL": "INFO"}
+# The EFA user space (libfabric with its EFA provider) as the EFA installer lays it out on the
+# node. NIXL's LIBFABRIC plugin links libfabric.so.1, which neither the nixl wheel nor the
+# 0.9.1 vllm-runtime image ships (nixl-cu12 0.9.0 wheel: libplugin_LIBFABRIC.so NEEDED).
+EFA_HOST_DIR = "/opt/amazon/efa"
+EFA_VOLUME = "efa-userspace"
+# Put the node's libfabric first on the library path (the image's own LD_LIBRARY_PATH kept:
+# Kubernetes env cannot append to an image variable) and refuse to start without it: a worker
+# that cannot load LIBFABRIC must fail here, loudly, not move KV blocks some slower way.
+EFA_LAUNCH = (
+    'lib=""; for d in {efa}/lib64 {efa}/lib; do [ -e "$d/libfabric.so.1" ] && lib="$d" && break; done; '
+    'if [ -z "$lib" ]; then echo "benchlab: no libfabric.so.1 under {efa} on this node: the GPU '
+    'nodes must carry the EFA user space (efa_installer.sh without --minimal); serving.kvTransport '
+    'is efa" >&2; exit 78; fi; '
+    'export LD_LIBRARY_PATH="$lib${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"; '
+    'exec python3 -m dynamo.vllm "$@"').format(efa=EFA_HOST_DIR)
+# A side channel the decode workers can reach: Dynamo sets it only for `--connector nixl`, not
+# for an explicit --kv-transfer-config (dynamo.vllm 0.9.1 args.py: overwrite_args,
+# ensure_side_channel_host); vLLM's default is localhost.
+SIDE_CHANNEL_HOST = {"name": "VLLM_NIXL_SIDE_CHANNEL_HOST",
+                     "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+KVBM_MODULE = "kvbm.vllm_integration.connector"
+# RDMA registers (pins) memory beyond the default memlock limit: IPC_LOCK, the only capability a
+# serving container keeps (ai-dynamo/dynamo docs/kubernetes/disagg-communication-guide.md,
+# "AWS EFA Configuration": the validated EFA config adds IPC_LOCK).
+RDMA_CAPABILITY = "IPC_LOCK"
 # Part of a GPU node's CPU and memory left to DaemonSets and the kubelet: a worker requests
 # its GPU share of the rest.
 HOST_SHARE_USED = 0.75
@@ -60,31 +98,47 @@ class WorkerShare:
     """What one worker of a node group requests besides its GPUs."""
     cpu: int
     memory_gib: int
-    efa: int  # EFA interfaces per worker: all of a node's, split among its workers
+    efa: int  # EFA interfaces per worker: all of a node's, split among its workers; 0 = none
 
 
-def worker_share(node: InstanceFacts, tp: int) -> WorkerShare:
-    per_node = node.gpus // tp
+def worker_share(node: InstanceFacts, tp: int, one_efa_each: bool) -> WorkerShare:
+    per_node = workers_per_node(node, tp, one_efa_each)
     return WorkerShare(cpu=int(node.vcpus * HOST_SHARE_USED) // per_node,
                        memory_gib=int(node.memory_gib * HOST_SHARE_USED) // per_node,
-                       efa=node.efa_interfaces // per_node)
+                       efa=node.efa_interfaces // per_node if one_efa_each else 0)
 
 
-def graph_warnings(cfg: StackConfig) -> list[str]:
-    """Facts about the chosen graph an operator should know before paying for it."""
-    if cfg.serving.mode != "disagg":
-        return []
-    warnings = []
-    for role, (group, workers) in cfg.worker_roles().items():
-        instance = getattr(cfg.node_groups, group).instance_type
-        node = facts(instance)
-        if worker_share(node, workers.tp).efa == 0:
-            warnings.append(
-                f"{role} workers get no EFA interface: a {instance} has {node.efa_interfaces} for "
-                f"{node.gpus // workers.tp} TP{workers.tp} workers, so their KV transfers fall "
-                "back to TCP (pick an instance type with one EFA interface per worker, e.g. "
-                "g6e.24xlarge for TP2 decode, to keep them on EFA)")
-    return warnings
+def kv_transfer_config(sub_component: str, backend: str) -> dict:
+    """vLLM's --kv-transfer-config of a disagg worker: NIXL with an explicit backend (vLLM 0.14.1
+    nixl_connector.py reads kv_connector_extra_config["backends"], default ["UCX"]); prefill
+    workers put KVBM in front of it, as `--connector kvbm nixl` does (dynamo.vllm 0.9.1
+    args.py: create_kv_transfer_config; vLLM multi_connector.py builds each sub-connector from
+    its own entry, extra config included)."""
+    nixl = {"kv_connector": "NixlConnector", "kv_role": "kv_both",
+            "kv_connector_extra_config": {"backends": [backend]}}
+    if sub_component == "decode":
+        return nixl
+    kvbm = {"kv_connector": "DynamoConnector", "kv_connector_module_path": KVBM_MODULE,
+            "kv_role": "kv_both"}
+    return {"kv_connector": "PdConnector", "kv_role": "kv_both",
+            "kv_connector_module_path": KVBM_MODULE,
+            "kv_connector_extra_config": {"connectors": [kvbm, nixl]}}
+
+
+def serving_security_context(capabilities: tuple[str, ...] = ()) -> dict:
+    """A serving container's: no privilege escalation, every capability dropped but `capabilities`."""
+    caps: dict = {"drop": ["ALL"]}
+    if capabilities:
+        caps["add"] = list(capabilities)
+    return {"allowPrivilegeEscalation": False, "capabilities": caps}
+
+
+def model_store_volume() -> tuple[dict, dict]:
+    """The model-store PVC as (pod volume, container mount), read-only on both: one compromised
+    pod must not alter the weights the others load. (The DGD's own volumeMounts have no
+    read-only flag in the 0.9.x CRD, so the volume goes through extraPodSpec.)"""
+    return ({"name": MODEL_PVC, "persistentVolumeClaim": {"claimName": MODEL_PVC, "readOnly": True}},
+            {"name": MODEL_PVC, "mountPath": MODEL_MOUNT, "readOnly": True})
 
 
 def graph_manifest(cfg: StackConfig, namespace: str | None = None) -> dict:
@@ -106,42 +160,59 @@ def graph_spec(cfg: StackConfig) -> dict:
     else:
         services["VllmPrefillWorker"] = _worker(cfg, "prefill", cfg.serving.prefill, "prefill")
         services["VllmDecodeWorker"] = _worker(cfg, "decode", cfg.serving.decode, "decode")
-    return {"backendFramework": "vllm",
-            # The claim exists already (ModelStore): the operator only mounts it.
-            "pvcs": [{"name": MODEL_PVC, "create": False}],
-            "services": services}
+    return {"backendFramework": "vllm", "services": services}
 
 
 def _frontend(cfg: StackConfig) -> dict:
+    volume, mount = model_store_volume()
     return {
         "componentType": "frontend",
         "replicas": 1,
         "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "8Gi"}},
-        "volumeMounts": [{"name": MODEL_PVC, "mountPoint": MODEL_MOUNT}],
         "envs": env_list({**OFFLINE_ENV, **({"DYN_ROUTER_MODE": "kv"} if cfg.serving.mode == "disagg" else {})}),
         "extraPodSpec": {"nodeSelector": {ROLE_LABEL: "system"},
-                         "mainContainer": {"image": image(cfg)}},
+                         "automountServiceAccountToken": False, "volumes": [volume],
+                         "mainContainer": {"image": image(cfg), "volumeMounts": [mount],
+                                           "securityContext": serving_security_context()}},
     }
 
 
 def _worker(cfg: StackConfig, group: str, workers: Workers, sub_component: str | None) -> dict:
     node = facts(getattr(cfg.node_groups, group).instance_type)
-    share = worker_share(node, workers.tp)
-    disagg = sub_component is not None
+    over_efa = cfg.one_efa_per_worker()
+    share = worker_share(node, workers.tp, over_efa)
     gpus = str(workers.tp)
     requests: dict = {"cpu": str(share.cpu), "memory": f"{share.memory_gib}Gi", "gpu": gpus}
     limits: dict = {"gpu": gpus}
-    if disagg and share.efa:  # extended resources: request == limit
+    if share.efa:  # extended resources: request == limit
         requests["custom"] = limits["custom"] = {EFA_RESOURCE: str(share.efa)}
 
     args = ["--model", model_dir(cfg.model.id, cfg.model.revision),
             "--served-model-name", cfg.model.id, "--tensor-parallel-size", gpus]
     env = dict(OFFLINE_ENV)
+    volume, mount = model_store_volume()
+    volumes, mounts = [volume], [mount]
     container: dict = {"image": image(cfg), "workingDir": WORKING_DIR,
-                       "command": ["python3", "-m", "dynamo.vllm"]}
-    pod: dict = {"nodeSelector": {ROLE_LABEL: group}, "tolerations": [GPU_TOLERATION]}
+                       "command": ["python3", "-m", "dynamo.vllm"],
+                       "securityContext": serving_security_context()}
+    pod: dict = {"nodeSelector": {ROLE_LABEL: group}, "tolerations": [GPU_TOLERATION],
+                 "automountServiceAccountToken": False}
+    extra_env: list[dict] = []
+    if sub_component is not None:  # disagg: KV blocks move prefill -> decode through NIXL
+        transport = cfg.serving.kv_transport
+        # `--connector` defaults to nixl and may not be combined with --kv-transfer-config:
+        # `none` hands vLLM the explicit config (dynamo.vllm 0.9.1 args.py: parse_args).
+        args += [f"--is-{sub_component}-worker", "--connector", "none", "--kv-transfer-config",
+                 json.dumps(kv_transfer_config(sub_component, NIXL_BACKEND[transport]),
+                            separators=(",", ":"))]
+        env |= NIXL_LOG_ENV | (EFA_ENV if transport == "efa" else TCP_ENV)
+        extra_env.append(SIDE_CHANNEL_HOST)
+        if transport == "efa":
+            container["command"] = ["sh", "-c", EFA_LAUNCH, "dynamo.vllm"]
+            container["securityContext"] = serving_security_context((RDMA_CAPABILITY,))
+            volumes.append({"name": EFA_VOLUME, "hostPath": {"path": EFA_HOST_DIR, "type": "Directory"}})
+            mounts.append({"name": EFA_VOLUME, "mountPath": EFA_HOST_DIR, "readOnly": True})
     if sub_component == "prefill":
-        args += ["--is-prefill-worker", "--connector", "kvbm", "nixl"]
         offload = cfg.serving.kv_offload
         env |= {"DYN_KVBM_CPU_CACHE_GB": str(offload.cpu_cache_gib),
                 "DYN_KVBM_DISK_CACHE_GB": str(offload.disk_cache_gib),
@@ -151,16 +222,13 @@ def _worker(cfg: StackConfig, group: str, workers: Workers, sub_component: str |
                                "protocol": "TCP"}]
         # The disk tier: node-local storage (the node's SSD). The limit is the cache's size:
         # KVBM stays within it, so the kubelet never evicts the worker for its disk use.
-        pod["volumes"] = [{"name": "kvbm-disk",
-                           "emptyDir": {"sizeLimit": f"{offload.disk_cache_gib}Gi"}}]
-        container["volumeMounts"] = [{"name": "kvbm-disk", "mountPath": KVBM_DISK_MOUNT}]
-    elif sub_component == "decode":
-        args += ["--is-decode-worker", "--connector", "nixl"]
-    if disagg:
-        env |= EFA_ENV
-        # RDMA pins (registers) memory: UCX needs to lock more than the default memlock limit.
-        container["securityContext"] = {"capabilities": {"add": ["IPC_LOCK"]}}
+        volumes.append({"name": "kvbm-disk", "emptyDir": {"sizeLimit": f"{offload.disk_cache_gib}Gi"}})
+        mounts.append({"name": "kvbm-disk", "mountPath": KVBM_DISK_MOUNT})
     container["args"] = args
+    container["volumeMounts"] = mounts
+    if extra_env:
+        container["env"] = extra_env
+    pod["volumes"] = volumes
     pod["mainContainer"] = container
 
     service: dict = {"componentType": "worker"}
@@ -170,10 +238,7 @@ def _worker(cfg: StackConfig, group: str, workers: Workers, sub_component: str |
         "replicas": workers.replicas,
         "resources": {"requests": requests, "limits": limits},
         "sharedMemory": {"size": SHARED_MEMORY},
-        "volumeMounts": [{"name": MODEL_PVC, "mountPoint": MODEL_MOUNT}],
         "envs": env_list(env),
         "extraPodSpec": pod,
     })
     return service
-
-

@@ -21,6 +21,8 @@ DECODE = Pod(LAB, {ROLE: "worker", "nvidia.com/dynamo-sub-component-type": "deco
 BENCHMARK = Pod(LAB, {"app.kubernetes.io/name": "benchmark"})
 EXPORT = Pod(LAB, {"app.kubernetes.io/name": "results-export"})
 DOWNLOAD = Pod(LAB, {"app.kubernetes.io/name": "model-download"})
+KV_CHECK = Pod(LAB, {"app.kubernetes.io/name": "kv-transport-check"})
+GPU_RELEASE = Pod(LAB, {"app.kubernetes.io/name": "gpu-release"})
 ETCD = Pod(SYSTEM, {"app.kubernetes.io/name": "etcd"})
 NATS = Pod(SYSTEM, {"app.kubernetes.io/name": "nats"})
 OPERATOR = Pod(SYSTEM, {"app.kubernetes.io/name": "dynamo-operator"})
@@ -63,6 +65,11 @@ NEEDED = [
     ("benchmark -> PyPI (pinned AIPerf)", BENCHMARK, HUGGING_FACE, 443, "TCP"),
     ("benchmark -> API (pod placement)", BENCHMARK, API_SERVICE, 443, "TCP"),
     ("operator -> API", OPERATOR, API_SERVER, 443, "TCP"),
+    ("KV check -> frontend", KV_CHECK, FRONTEND, FRONTEND_PORT, "TCP"),
+    ("KV check -> worker metrics", KV_CHECK, PREFILL, 9090, "TCP"),
+    ("KV check -> API (pods, logs)", KV_CHECK, API_SERVICE, 443, "TCP"),
+    ("GPU release -> API (Events)", GPU_RELEASE, API_SERVICE, 443, "TCP"),
+    ("GPU release -> EKS API", GPU_RELEASE, HUGGING_FACE, 443, "TCP"),
     ("API server -> Dynamo webhook", API_SERVER, OPERATOR, 9443, "TCP"),
     ("API server -> Prometheus operator webhook", API_SERVER, PROMETHEUS_OPERATOR, 10250, "TCP"),
     *((f"{pod.labels} DNS", pod, KUBE_DNS, 53, "UDP")
@@ -85,6 +92,10 @@ FORBIDDEN = [
     ("worker -> API", DECODE, API_SERVICE, 443, "TCP"),
     ("download -> API", DOWNLOAD, API_SERVICE, 443, "TCP"),
     ("download -> plain HTTP outside", DOWNLOAD, HUGGING_FACE, 80, "TCP"),
+    ("KV check -> worker request plane", KV_CHECK, DECODE, 34567, "TCP"),
+    ("KV check -> etcd", KV_CHECK, ETCD, ETCD_PORT, "TCP"),
+    ("KV check -> internet", KV_CHECK, HUGGING_FACE, 443, "TCP"),
+    ("GPU release -> frontend", GPU_RELEASE, FRONTEND, FRONTEND_PORT, "TCP"),
 ]
 
 
@@ -153,7 +164,8 @@ def test_etcd_chart_adds_no_policy_of_its_own(recording):
 
 
 @pytest.mark.parametrize("pod, job_suffix", [(BENCHMARK, "-bench-concurrency-sweep"), (EXPORT, "-export-job"),
-                                             (DOWNLOAD, "-models-download")])
+                                             (DOWNLOAD, "-models-download"),
+                                             (KV_CHECK, "-kv-check-job")])
 def test_the_lab_s_jobs_carry_the_labels_the_policies_select(recording, pod, job_suffix):
     """The flows above are evaluated for pods labelled as the program labels its Jobs' pods."""
     (job,) = [r for r in recording.of_type("kubernetes:batch/v1:Job") if r.name.endswith(job_suffix)]

@@ -232,7 +232,9 @@ def test_agg_graph(lab_runs):
     assert worker["extraPodSpec"]["nodeSelector"] == {ROLE_LABEL: "prefill"}
     assert worker["extraPodSpec"]["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert "securityContext" not in main and "UCX_TLS" not in env_of(worker, "envs")
+    # agg moves no KV between workers: no EFA, no NIXL transport settings
+    assert "custom" not in worker["resources"]["requests"]
+    assert "FI_PROVIDER" not in env_of(worker, "envs") and "--kv-transfer-config" not in main["args"]
     frontend = services["Frontend"]
     assert frontend["extraPodSpec"]["nodeSelector"] == {ROLE_LABEL: "system"}
     assert "DYN_ROUTER_MODE" not in env_of(frontend, "envs")
@@ -249,9 +251,9 @@ def test_disagg_graph(lab_runs):
     assert set(services) == {"Frontend", "VllmPrefillWorker", "VllmDecodeWorker"}
     assert env_of(services["Frontend"], "envs")["DYN_ROUTER_MODE"] == "kv"
     prefill, decode = services["VllmPrefillWorker"], services["VllmDecodeWorker"]
-    # default: fill both node groups (2 x p4d = 16 GPUs, 4 x g6e.12xlarge = 16 GPUs)
+    # default: 2 x p4d = 4 x TP4 prefill; one TP2 decode per g6e.12xlarge (its one EFA interface)
     assert (prefill["replicas"], prefill["resources"]["limits"]["gpu"]) == (4, "4")
-    assert (decode["replicas"], decode["resources"]["limits"]["gpu"]) == (8, "2")
+    assert (decode["replicas"], decode["resources"]["limits"]["gpu"]) == (4, "2")
     assert prefill["extraPodSpec"]["nodeSelector"] == {ROLE_LABEL: "prefill"}
     assert decode["extraPodSpec"]["nodeSelector"] == {ROLE_LABEL: "decode"}
     assert _arg(prefill["extraPodSpec"]["mainContainer"]["args"], "--tensor-parallel-size") == "4"
@@ -262,19 +264,13 @@ def test_disagg_graph(lab_runs):
     assert prefill["resources"]["requests"]["custom"] == {"vpc.amazonaws.com/efa": "2"}
     assert prefill["resources"]["limits"]["custom"] == {"vpc.amazonaws.com/efa": "2"}
     for worker in (prefill, decode):
-        env = env_of(worker, "envs")
-        assert env["UCX_TLS"] == "srd,cuda_copy,tcp" and env["UCX_RNDV_SCHEME"] == "auto"
-        assert worker["extraPodSpec"]["mainContainer"]["securityContext"] == {
-            "capabilities": {"add": ["IPC_LOCK"]}}
         assert worker["sharedMemory"] == {"size": "16Gi"}
     # KV offload GPU -> CPU -> disk through KVBM, sizes from config
     env = env_of(prefill, "envs")
     assert (env["DYN_KVBM_CPU_CACHE_GB"], env["DYN_KVBM_DISK_CACHE_GB"]) == ("48", "150")
-    assert prefill["extraPodSpec"]["volumes"] == [
-        {"name": "kvbm-disk", "emptyDir": {"sizeLimit": "150Gi"}}]
-    assert prefill["extraPodSpec"]["mainContainer"]["volumeMounts"] == [
-        {"name": "kvbm-disk", "mountPath": env["DYN_KVBM_DISK_CACHE_DIR"]}]
-    assert prefill["extraPodSpec"]["mainContainer"]["args"][-3:] == ["--connector", "kvbm", "nixl"]
+    assert {"name": "kvbm-disk", "emptyDir": {"sizeLimit": "150Gi"}} in prefill["extraPodSpec"]["volumes"]
+    assert {"name": "kvbm-disk", "mountPath": env["DYN_KVBM_DISK_CACHE_DIR"]} in (
+        prefill["extraPodSpec"]["mainContainer"]["volumeMounts"])
 
 
 def test_kvbm_metrics_are_served_and_scraped(lab_runs):
@@ -293,23 +289,16 @@ def test_kvbm_metrics_are_served_and_scraped(lab_runs):
     assert monitor["spec"]["selector"]["matchLabels"] == {"nvidia.com/dynamo-component-type": "worker"}
 
 
-def test_disagg_decode_on_a_node_with_an_efa_per_worker_requests_it():
-    from stacks import config
-    cfg = config.parse({"serving": {"mode": "disagg"},
-                        "nodeGroups": {"decode": {"instanceType": "g6e.24xlarge", "count": 4, "diskGib": 500}}})
-    decode = serving_spec.graph_manifest(cfg)["spec"]["services"]["VllmDecodeWorker"]
-    assert decode["resources"]["requests"]["custom"] == {"vpc.amazonaws.com/efa": "1"}
-    assert serving_spec.graph_warnings(cfg) == []
-    default = config.parse({"serving": {"mode": "disagg"}})
-    (warning,) = serving_spec.graph_warnings(default)
-    assert "decode workers get no EFA interface" in warning
-
 
 def test_every_pod_of_the_graph_mounts_the_model_store(lab_runs):
     spec = graph(lab_runs("disagg"))["spec"]
-    assert spec["pvcs"] == [{"name": "model-store", "create": False}]
     for name, service in spec["services"].items():
-        assert service["volumeMounts"] == [{"name": "model-store", "mountPoint": "/models"}], name
+        pod = service["extraPodSpec"]
+        # read-only on the volume and on the mount: no serving pod can alter the weights
+        assert {"name": "model-store", "persistentVolumeClaim": {
+            "claimName": "model-store", "readOnly": True}} in pod["volumes"], name
+        assert {"name": "model-store", "mountPath": "/models", "readOnly": True} in (
+            pod["mainContainer"]["volumeMounts"]), name
         assert env_of(service, "envs")["HF_HUB_OFFLINE"] == "1", name
 
 
@@ -353,9 +342,11 @@ def test_benchmark_jobs_run_the_entrypoint_on_cpu_nodes(lab_runs):
         assert mounts["/results"] is False and mounts["/models"] is True
 
 
-def test_every_job_runs_restricted_and_only_the_benchmarks_hold_an_api_token(lab_runs):
+def test_every_job_runs_restricted_and_only_the_api_readers_hold_an_api_token(lab_runs):
     rec = lab_runs("agg")
-    benchmark_names = {job.name for job in benchmark_job_resources(rec)}
+    # the benchmarks (pod placement) and the KV transport check (pods and their logs)
+    benchmark_names = {job.name for job in benchmark_job_resources(rec)} | {
+        named(rec, JOB, "-kv-check-job").name}
     for job in rec.of_type(JOB):
         pod = job.plain_inputs()["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
@@ -536,5 +527,5 @@ def test_no_secret_is_plain_in_any_rendered_object_or_output(lab_runs, mode):
 def test_every_job_is_replaced_when_its_spec_changes(lab_runs):
     # A Job's pod template is immutable, and a changed Job is new work: a new Job, not a patch.
     jobs = lab_runs("disagg").of_type(JOB)
-    assert len(jobs) == 6  # download, four benchmarks, export
+    assert len(jobs) == 7  # download, KV transport check, four benchmarks, export
     assert all(job.options["replace_on_changes"] == ["spec"] for job in jobs)
