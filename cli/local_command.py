@@ -127,7 +127,7 @@ def _run_inside(args: argparse.Namespace) -> int:
     progress = Progress(plan.planned_seconds * len(args.graphs))
     try:
         run = run_lab(setup, progress)
-        report = _build_report(setup.out_dir, run.run_dir, progress)
+        report = _build_report(run.run_dir, progress)
     except KeyboardInterrupt:  # past the graphs (each stops its own processes): nothing runs
         progress.say("interrupted")
         return EXIT_INTERRUPTED
@@ -144,7 +144,8 @@ def _bench_plan(stack: str | None) -> modes.BenchPlan:
     return stack_file.load(stack).config().bench
 
 
-def _build_report(out_dir: Path, run_dir: Path, progress: Progress) -> Path | None:
+def _build_report(run_dir: Path, progress: Progress) -> Path | None:
+    """The report of the run just made, never of an older one beside it."""
     try:
         from report.render import build_report
     except ImportError:
@@ -152,7 +153,7 @@ def _build_report(out_dir: Path, run_dir: Path, progress: Progress) -> Path | No
         return None
     progress.say("report: building")
     try:
-        return build_report(out_dir, run_dir / "report")
+        return build_report(run_dir, run_dir / "report")
     except Exception as err:  # noqa: BLE001 - a report bug must not hide the finished run
         progress.say(f"report: failed ({type(err).__name__}: {err}); results are kept")
         return None

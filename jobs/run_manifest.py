@@ -19,6 +19,8 @@ from jobs.names import GPU_GROUPS, GRAPHS
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 STATUS_FILE = "status.json"
+# Extra manifest key of a run whose model was stood in for (the local lab): what served instead.
+STAND_IN = "stand_in"
 STATUSES = ("ok", "failed", "skipped")
 
 

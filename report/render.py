@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from facts.instances import stale_prices_warning
+from jobs.run_manifest import STAND_IN, RunManifest
 from report.cost_efficiency import PRICE_NOTE
 from report.inputs import GraphRun, ReportInputs, load_results
 from report.plots import SIMULATED_NOTE, draw_plots
@@ -121,7 +123,8 @@ def _markdown(results_dir: Path, inputs: ReportInputs, tables: dict[str, Table],
                      f"({', '.join(run.graph for run in simulated)}) ran against the local lab's "
                      "mocker. Their costs are those of the configuration they stand for and are "
                      "illustrative only, not measured GPU performance.\n")
-    parts += _sources(inputs.runs)
+    parts += _warnings(inputs)
+    parts += _sources(inputs)
     parts += _problems(inputs, results_dir)
     parts += section("Concurrency sweep: agg vs disagg", ["concurrency_sweep"])
     parts += section("Pareto: tokens/s per GPU vs tokens/s per user", ["pareto"])
@@ -137,22 +140,35 @@ def _markdown(results_dir: Path, inputs: ReportInputs, tables: dict[str, Table],
     return "\n".join(parts)
 
 
-def _sources(runs: list[GraphRun]) -> list[str]:
-    if not runs:
-        return ["## Sources\n", "No run with a readable manifest was found.\n"]
-    lines = ["## Sources\n", "The newest run of each graph (by the manifest's `created`):\n",
+def _warnings(inputs: ReportInputs) -> list[str]:
+    """What makes the comparison less than like for like, before any figure is read."""
+    found = inputs.selection.warnings + [
+        warning for warning in [stale_prices_warning(datetime.now(timezone.utc).date())] if warning]
+    return [f"> **Warning: {warning}.**\n" for warning in found]
+
+
+def _sources(inputs: ReportInputs) -> list[str]:
+    lines = ["## Sources\n",
+             "The newest agg/disagg pair that belongs together (same run, or same profile, "
+             "versions and model), complete runs first:\n",
              "| graph | run id | created | profile | model | Dynamo | AIPerf | nodes | GPUs |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for run in runs:
+    for run in inputs.runs:
         manifest = run.manifest
         aiperf = sorted({result.export.aiperf_version for results in run.results.values()
                          for result in results} - {"unknown"})
         lines.append("| " + " | ".join(_cell(value) for value in (
-            run.label, manifest.run_id, manifest.created, manifest.profile, manifest.model,
+            run.label, manifest.run_id, manifest.created, manifest.profile, _model(manifest),
             manifest.versions.get("dynamo"),
             ", ".join(aiperf) or manifest.versions.get("aiperf"),
             manifest.nodes_summary, manifest.total_gpus)) + " |")
-    return ["\n".join(lines) + "\n"]
+    return ["\n".join(lines) + "\n"] + [f"{note}\n" for note in inputs.selection.notes]
+
+
+def _model(manifest: RunManifest) -> str:
+    """The model the run represents, and what stood in for it when something did."""
+    stand_in = manifest.extra.get(STAND_IN)
+    return f"{manifest.model}, stood in for by {stand_in}" if stand_in else manifest.model
 
 
 def _problems(inputs: ReportInputs, results_dir: Path) -> list[str]:

@@ -13,6 +13,7 @@ from PIL import Image
 from tests.conftest import AIPERF_VERSIONS as VERSIONS, unpack_aiperf_exports
 
 from jobs import exports
+from report.inputs import load_results
 from report.render import ABSENT, REPORT_FILE, TABLES_DIR, build_report
 from report.plots import SIMULATED_NOTE
 from jobs.run_manifest import (ManifestError, ModeStatus, NodeGroup, RunManifest, WorkerSpec,
@@ -231,18 +232,23 @@ def test_malformed_and_missing_exports_are_named_and_the_rest_still_count(trees,
     assert [row["hit_ratio_pct"] for row in table(report, "prefix_cache")] == [0, 100]
 
 
-def test_a_root_of_several_runs_uses_the_newest_run_of_each_graph(trees, tmp_path):
-    add_run(tmp_path, "run-old", trees["0.9.0"], "2026-11-20T08:00:00Z",
-            {"agg": False, "disagg": False})
-    add_run(tmp_path, "run-new", trees["0.13.0"], "2026-11-21T08:00:00Z",
-            {"agg": False, "disagg": False}, graphs=("agg",))
+def test_a_root_of_single_graph_runs_pairs_the_newest_of_each_and_says_so(trees, tmp_path):
+    """The cloud campaign: one `pulumi up` per graph, so every pair spans two runs."""
+    add_run(tmp_path, "run-agg-old", trees["0.9.0"], "2026-11-19T08:00:00Z",
+            {"agg": False}, graphs=("agg",))
+    add_run(tmp_path, "run-disagg", trees["0.9.0"], "2026-11-20T08:00:00Z",
+            {"disagg": False}, graphs=("disagg",))
+    add_run(tmp_path, "run-agg-new", trees["0.13.0"], "2026-11-21T08:00:00Z",
+            {"agg": False}, graphs=("agg",))
     report = build_report(tmp_path, tmp_path / "report")
     runs = {row["graph"]: row["run_id"] for row in table(report, "concurrency_sweep")}
-    assert runs == {"agg": "run-new", "disagg": "run-old"}
+    assert runs == {"agg": "run-agg-new", "disagg": "run-disagg"}
     sources = report.read_text().split("## Sources")[1].split("\n## ")[0]
-    assert "| agg | run-new |" in sources and "| disagg | run-old |" in sources
+    assert "| agg | run-agg-new |" in sources and "| disagg | run-disagg |" in sources
     assert "0.13.0" in sources and "0.9.0" in sources  # the AIPerf that wrote each run's exports
     assert SIMULATED_NOTE not in report.read_text()
+    assert any("the graphs come from different runs: agg of run run-agg-new" in warning
+               for warning in warnings_of(report))
 
 
 def test_a_graph_without_manifest_is_named_and_left_out(trees, tmp_path):
@@ -304,3 +310,92 @@ def test_cli_builds_the_report_and_rejects_a_missing_directory(trees, tmp_path, 
     assert (run / "report" / REPORT_FILE).is_file()
     assert lab_main(["report", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def interrupted_run(root: Path, run_id: str, tree: Path, created: str) -> Path:
+    """What an interrupted `benchlab local` leaves: agg only, its last two modes not ok."""
+    run = add_run(root, run_id, tree, created, {"agg": True}, graphs=("agg",))
+    write_status(run / "agg/sequence_distribution",
+                 ModeStatus("failed", "interrupted", created, created, 60, ["uniform"]))
+    shutil.rmtree(run / "agg/prefix_cache")
+    write_status(run / "agg/prefix_cache",
+                 ModeStatus("skipped", "interrupted before this mode", created, created, 60, []))
+    return run
+
+
+def complete_tree(tree: Path, target: Path) -> Path:
+    """Real exports of all four modes for both graphs (disagg's recorded ones are the sweep
+    only, so disagg's other modes reuse agg's exports)."""
+    shutil.copytree(tree / "agg", target / "agg")
+    shutil.copytree(tree / "agg", target / "disagg")
+    shutil.rmtree(target / "disagg/concurrency_sweep")
+    shutil.copytree(tree / "disagg/concurrency_sweep", target / "disagg/concurrency_sweep")
+    return target
+
+
+def warnings_of(report: Path) -> list[str]:
+    head = report.read_text().split("## Sources")[0]
+    return [line for line in head.splitlines() if line.startswith("> **Warning:")]
+
+
+def test_an_interrupted_newer_run_does_not_mix_into_a_complete_older_pair(trees, tmp_path):
+    root = tmp_path / "results"
+    add_run(root, "run-old", complete_tree(trees["0.9.0"], tmp_path / "tree"),
+            "2026-11-20T08:00:00Z", {"agg": True, "disagg": True})
+    interrupted_run(root, "run-new", trees["0.9.0"], "2026-11-21T08:00:00Z")
+    inputs = load_results(root)
+    assert [(run.graph, run.manifest.run_id) for run in inputs.runs] == \
+        [("agg", "run-old"), ("disagg", "run-old")]
+    assert inputs.selection.warnings == []
+    assert inputs.selection.notes == [
+        "Newer agg of run run-new (created 2026-11-21T08:00:00Z) not used: partial: "
+        "sequence_distribution (failed), prefix_cache (skipped)."]
+
+
+def test_the_interrupted_run_alone_is_reported_with_a_partial_warning(trees, tmp_path):
+    run = interrupted_run(tmp_path, "run-new", trees["0.9.0"], "2026-11-21T08:00:00Z")
+    report = build_report(run, tmp_path / "report")
+    [partial] = [w for w in warnings_of(report) if "partial" in w]
+    assert "agg of run run-new is partial: sequence_distribution (failed), " \
+           "prefix_cache (skipped) did not finish" in partial
+    assert "No disagg run found" in report.read_text()
+
+
+def test_graphs_from_runs_of_different_profiles_are_a_warning(trees, tmp_path):
+    add_run(tmp_path, "run-quick", trees["0.9.0"], "2026-11-20T08:00:00Z",
+            {"disagg": True}, graphs=("disagg",))
+    run = add_run(tmp_path, "run-full", trees["0.9.0"], "2026-11-21T08:00:00Z",
+                  {"agg": True}, graphs=("agg",))
+    write_manifest(run / "agg", manifest("run-full", "agg", "2026-11-21T08:00:00Z", True,
+                                         profile="full"))
+    warnings = load_results(tmp_path).selection.warnings
+    assert any("different runs: agg of run run-full" in w for w in warnings)
+    assert "the graphs differ in profile: agg full, disagg smoke" in warnings
+
+
+def test_a_pair_that_belongs_together_wins_over_a_newer_mismatched_graph(trees, tmp_path):
+    add_run(tmp_path, "run-1", trees["0.9.0"], "2026-11-20T08:00:00Z",
+            {"agg": True, "disagg": True})
+    run = add_run(tmp_path, "run-2", trees["0.9.0"], "2026-11-21T08:00:00Z",
+                  {"agg": True}, graphs=("agg",))
+    write_manifest(run / "agg", manifest("run-2", "agg", "2026-11-21T08:00:00Z", True,
+                                         versions={"dynamo": "1.0.0", "aiperf": "0.9.0"}))
+    inputs = load_results(tmp_path)
+    assert {run.manifest.run_id for run in inputs.runs} == {"run-1"}
+    assert "does not belong with disagg of run run-1" in inputs.selection.notes[0]
+
+
+@pytest.mark.parametrize("where, hint", [
+    ("", "expected <run id>/<agg|disagg>/manifest.json"),
+    ("run-1/agg", "this looks like a graph directory (<run>/<graph>); pass its parent"),
+    ("run-1/agg/concurrency_sweep", "this looks like a mode directory"),
+])
+def test_no_runs_is_an_error_with_a_hint(trees, tmp_path, capsys, where, hint):
+    root = tmp_path / "results"
+    root.mkdir()
+    if where:
+        add_run(root, "run-1", trees["0.9.0"], "2026-11-22T10:00:00Z", {"agg": True, "disagg": True})
+    assert lab_main(["report", str(root / where)]) == 2
+    err = capsys.readouterr().err
+    assert f"benchlab report: error: no runs in {root / where}" in err and hint in err
+    assert not (root / where / "report").exists()
