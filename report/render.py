@@ -16,13 +16,14 @@ from jobs.run_manifest import STAND_IN, RunManifest
 from report.cost_efficiency import PRICE_NOTE
 from report.inputs import GraphRun, ReportInputs, load_results
 from report.plots import SIMULATED_NOTE, draw_plots
-from report.tables import (Table, cost_table, multi_turn_tables, pareto_table,
-                                      prefix_cache_table, relative, sequence_distribution_table,
-                                      status_table, sweep_table)
+from report.tables import (FEW_REQUESTS, MIN_REQUESTS, TAIL_MIN_REQUESTS, Column, Table,
+                           cost_table, multi_turn_tables, pareto_table, prefix_cache_table,
+                           relative, sequence_distribution_table, status_table, sweep_table)
 
 REPORT_FILE = "report.md"
 TABLES_DIR = "tables"
 ABSENT = "—"
+FEW_MARK = "†"
 
 DEFINITIONS = """\
 - **TTFT**, **ITL**, **request latency**: AIPerf's per-request time to first token, inter-token
@@ -40,7 +41,14 @@ DEFINITIONS = """\
 - **conversation time**: first request start to last request end of each conversation, from
   `profile_export.jsonl`; **cache hit (%)** is the share of prompt tokens the server reported as
   cached (`prompt_tokens_details.cached_tokens`), absent where the serving side does not report it.
-- **Pareto-optimal**: no other level of the same graph has both more tok/s/user and more tok/s/GPU.
+- **on the frontier (both graphs)**: no sweep level of either graph has at least as much
+  tok/s/user and tok/s/GPU and more of one: the Pareto frontier of agg and disagg together.
+  Better is up and to the right.
+- **configured shared-prefix share**: the share of each prompt the benchmark makes a prefix
+  shared by all requests (`bench.prefixCache.hitRatios`), what the prefix cache could hit;
+  not a measured hit rate.
+- **requests**: how many requests a row's figures summarise; figures marked † come from too
+  few of them to be a finding.
 """
 
 
@@ -92,10 +100,19 @@ def _markdown_table(table: Table) -> str:
     if not table.rows:
         return "No data: no usable export for this mode.\n"
     columns = [column for column in table.columns if column.in_markdown]
+
+    def cell(row: dict[str, Any], column: Column) -> str:
+        few = column.key in row.get(FEW_REQUESTS, "").split()
+        return _cell(row.get(column.key)) + (f" {FEW_MARK}" if few else "")
+
     lines = ["| " + " | ".join(column.header for column in columns) + " |",
              "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(column.key)) for column in columns) + " |"
+    lines += ["| " + " | ".join(cell(row, column) for column in columns) + " |"
               for row in table.rows]
+    if any(row.get(FEW_REQUESTS) for row in table.rows):
+        lines += ["", f"{FEW_MARK} from too few requests to be a finding (the `requests` column): "
+                  f"p99 and p1 need {TAIL_MIN_REQUESTS}, other figures {MIN_REQUESTS}; "
+                  "measure longer before reading them."]
     return "\n".join(lines) + "\n"
 
 

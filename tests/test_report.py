@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 import statistics
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,9 @@ from report.plots import SIMULATED_NOTE
 from jobs.run_manifest import (ManifestError, ModeStatus, NodeGroup, RunManifest, WorkerSpec,
                                      read_manifest, write_manifest, write_status)
 from cli.cli import main as lab_main
-from facts.instances import PRICES_AS_OF, facts
+from facts.instances import PRICES_AS_OF, facts, stale_prices_warning
+from local_lab import cloud_shape
+from stacks.config import StackConfig
 
 NODES = {
     "agg": [NodeGroup("prefill", "p4d.24xlarge", 1, 8)],
@@ -188,16 +191,39 @@ def test_simulated_results_are_labelled_everywhere(one_run):
             assert SIMULATED_NOTE in image.text["Title"]  # every plot here has agg rows
 
 
-def test_pareto_marks_the_levels_no_other_level_of_the_graph_beats(one_run):
+def test_pareto_marks_the_frontier_of_both_graphs_together(one_run):
     _, report = one_run
     rows = table(report, "pareto")
     assert len(rows) == len(table(report, "concurrency_sweep"))
+    assert len({row["graph"] for row in rows}) == 2
     for row in rows:
-        beaten = any(other["graph"] == row["graph"] and other is not row
+        beaten = any(other is not row
                      and other["tokens_per_s_per_user"] >= row["tokens_per_s_per_user"]
                      and other["tokens_per_s_per_gpu"] >= row["tokens_per_s_per_gpu"]
+                     and (other["tokens_per_s_per_user"], other["tokens_per_s_per_gpu"])
+                     != (row["tokens_per_s_per_user"], row["tokens_per_s_per_gpu"])
                      for other in rows)
         assert row["pareto_optimal"] == (not beaten)
+        assert row["requests"] is not None
+    assert any(row["pareto_optimal"] for row in rows)
+
+
+def test_every_figure_table_row_carries_its_request_count_and_flags_too_few(one_run):
+    _, report = one_run
+    markdown = report.read_text()
+    for name in ("concurrency_sweep", "pareto", "cost_efficiency", "prefix_cache",
+                 "sequence_distribution", "multi_turn", "multi_turn_per_turn"):
+        rows = table(report, name)
+        assert rows and all(row["requests"] for row in rows), name
+        for row in rows:
+            flagged = set(row["few_requests"].split())
+            if "ttft_p99_ms" in row:  # a p99 needs 100 requests, a p50 ten
+                assert ("ttft_p99_ms" in flagged) == (row["requests"] < 100), name
+            if "ttft_p50_ms" in row:
+                assert ("ttft_p50_ms" in flagged) == (row["requests"] < 10), name
+    # the fixtures' runs are short: their p99s are flagged where shown, with the reason
+    sweep = markdown.split("## Concurrency sweep")[1].split("\n## ")[0]
+    assert " †" in sweep and "† from too few requests to be a finding" in sweep
 
 
 def test_malformed_and_missing_exports_are_named_and_the_rest_still_count(trees, tmp_path):
@@ -354,11 +380,23 @@ def test_an_interrupted_newer_run_does_not_mix_into_a_complete_older_pair(trees,
 
 def test_the_interrupted_run_alone_is_reported_with_a_partial_warning(trees, tmp_path):
     run = interrupted_run(tmp_path, "run-new", trees["0.9.0"], "2026-11-21T08:00:00Z")
+    write_manifest(run / "agg", cloud_shape.manifest("run-new", "agg", "quick", "/lab/model",
+                                                     "2026-11-21T08:00:00Z"))
     report = build_report(run, tmp_path / "report")
     [partial] = [w for w in warnings_of(report) if "partial" in w]
     assert "agg of run run-new is partial: sequence_distribution (failed), " \
            "prefix_cache (skipped) did not finish" in partial
     assert "No disagg run found" in report.read_text()
+    # the model the run stands for, and what served in its place
+    assert f"| {StackConfig().model.id}, stood in for by a generated tokenizer (/lab/model) " \
+           "served by Dynamo's mocker" in report.read_text()
+    assert [w for w in warnings_of(report) if f"price table is dated {PRICES_AS_OF}" in w]
+
+
+def test_a_price_table_is_stale_after_six_months():
+    dated = date.fromisoformat(PRICES_AS_OF)
+    assert stale_prices_warning(dated + timedelta(days=180)) is None
+    assert "months ago" in stale_prices_warning(dated + timedelta(days=200))
 
 
 def test_graphs_from_runs_of_different_profiles_are_a_warning(trees, tmp_path):
