@@ -437,3 +437,38 @@ def test_no_runs_is_an_error_with_a_hint(trees, tmp_path, capsys, where, hint):
     err = capsys.readouterr().err
     assert f"benchlab report: error: no runs in {root / where}" in err and hint in err
     assert not (root / where / "report").exists()
+
+
+def test_plots_start_at_zero_tell_p50_from_p99_and_say_what_they_show(one_run):
+    """Drawn from the report's own rows, then read back from the matplotlib figures."""
+    import matplotlib.pyplot as plt
+    from report import plots
+
+    _, report = one_run
+    figures = {}
+    for name, draw in (("concurrency_sweep", plots._concurrency_sweep),
+                       ("prefix_cache", plots._prefix_cache),
+                       ("sequence_distribution", plots._sequence_distribution),
+                       ("pareto", plots._pareto)):
+        figures[name] = plt.figure()
+        assert draw(table(report, name), figures[name]), name
+    try:
+        for name, fig in figures.items():
+            for axes in fig.axes:
+                assert axes.get_ylim()[0] == 0, name
+        for axes in figures["concurrency_sweep"].axes:
+            assert axes.get_xscale() == "log" and "log scale" in axes.get_xlabel()
+            styles = {line.get_label().rsplit(" ", 1)[-1]: (line.get_marker(), line.get_linestyle())
+                      for line in axes.get_lines()}
+            if "p99" in styles:
+                assert styles["p50"][0] != styles["p99"][0] and styles["p50"][1] != styles["p99"][1]
+        assert all("configured shared-prefix share" in axes.get_xlabel()
+                   for axes in figures["prefix_cache"].axes)
+        assert "whiskers p1-p99" in figures["sequence_distribution"]._supxlabel.get_text()
+        [pareto] = figures["pareto"].axes
+        assert pareto.get_xlim()[0] == 0
+        assert "frontier (both graphs)" in [line.get_label() for line in pareto.get_lines()]
+        assert "better" in [text.get_text() for text in pareto.texts]
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
