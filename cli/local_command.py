@@ -26,9 +26,11 @@ EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", choices=PROFILES, default="quick",
-                        help="quick: every mode's shape, short (<5 min on 2 cores); "
-                             "full: Report 5's parameters (~80 min) (default: %(default)s)")
+    # --preset, not --profile: every other command's --profile is the AWS profile
+    parser.add_argument("--preset", choices=PROFILES, default="quick",
+                        help="how long the benchmarks run: quick: every mode's shape, short "
+                             "(<5 min on 2 cores); full: Report 5's parameters (~80 min) "
+                             "(default: %(default)s); recorded as the run's profile")
     parser.add_argument("--graphs", type=_graph_list, default=GRAPHS, metavar="LIST",
                         help=f"comma-separated, run in this order; allowed: {','.join(GRAPHS)} "
                              f"(default: {','.join(GRAPHS)})")
@@ -115,9 +117,9 @@ def _run_inside(args: argparse.Namespace) -> int:
     except tool_venvs.ToolSetupError as err:
         raise CliError(str(err)) from None
     _check_ports(args)
-    plan = modes.scaled(_bench_plan(args.stack), args.profile)
+    plan = modes.scaled(_bench_plan(args.stack), args.preset)
     setup = LabSetup(
-        plan=plan, profile=args.profile, graphs=args.graphs, out_dir=args.out.resolve(),
+        plan=plan, profile=args.preset, graphs=args.graphs, out_dir=args.out.resolve(),
         work_dir=args.work_dir.resolve(), model_dir=ensure_model_dir(args.work_dir.resolve() / "model"),
         dynamo_python=tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "python"),
         nats_server=tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "nats-server"),

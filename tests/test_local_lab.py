@@ -30,7 +30,7 @@ def _run_dir(tmp_path: Path) -> Path:
 
 @pytest.mark.e2e
 def test_quick_lab_runs_both_graphs_and_builds_the_report_from_aiperf_exports(tmp_path):
-    result = subprocess.run(_lab(tmp_path, "--profile", "quick"), cwd=REPO, text=True,
+    result = subprocess.run(_lab(tmp_path, "--preset", "quick"), cwd=REPO, text=True,
                             capture_output=True, timeout=LAB_TIMEOUT_SECONDS)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run_dir = _run_dir(tmp_path)
@@ -84,7 +84,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.e2e
 def test_ctrl_c_stops_every_process_the_lab_started(tmp_path):
-    lab = subprocess.Popen(_lab(tmp_path, "--profile", "quick", "--graphs", "agg"), cwd=REPO,
+    lab = subprocess.Popen(_lab(tmp_path, "--preset", "quick", "--graphs", "agg"), cwd=REPO,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     started: set[int] = set()
     try:
@@ -144,7 +144,7 @@ def test_missing_tool_binary_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("flag, value, allowed", [
     ("--graphs", "agg,mixed", "allowed graphs are agg, disagg"),
-    ("--profile", "fast", "choose from 'full', 'quick'"),
+    ("--preset", "fast", "choose from 'full', 'quick'"),
     ("--frontend-port", "80", "allowed: 1024-65535"),
 ])
 def test_bad_flags_name_the_flag_and_what_is_allowed(tmp_path, flag, value, allowed):
