@@ -14,7 +14,7 @@ from typing import Any
 from facts.instances import stale_prices_warning
 from jobs.run_manifest import STAND_IN, RunManifest
 from report.cost_efficiency import PRICE_NOTE
-from report.inputs import GraphRun, ReportInputs, load_results
+from report.inputs import ReportInputs, load_results
 from report.plots import SIMULATED_NOTE, draw_plots
 from report.tables import (FEW_REQUESTS, MIN_REQUESTS, TAIL_MIN_REQUESTS, Column, Table,
                            cost_table, multi_turn_tables, pareto_table, prefix_cache_table,
