@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 from pathlib import Path
 
 from jobs import aiperf_argv, modes
@@ -74,7 +75,11 @@ def run(args: argparse.Namespace) -> int:
     if namespace is None:
         _check_ports(args)  # on the host's loopback a busy port fails before any install
     user = run_as.unprivileged_user()
-    _prepare(args, user)
+    try:
+        _prepare(args, user)
+    except KeyboardInterrupt:  # nothing of the lab runs yet
+        print("benchlab local: interrupted during setup", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if namespace is None:
         return _run_inside(args, user)
     code = isolation.run_in_namespace(namespace, user.to_env() if user else None)

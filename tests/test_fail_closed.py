@@ -39,11 +39,15 @@ def _with_token(token: str) -> list[int]:
 def _start_lab(token: str, mode: str) -> subprocess.Popen:
     lab = subprocess.Popen([sys.executable, "-m", "tests.process_tree_lab", token, mode],
                            cwd=REPO, stdout=subprocess.PIPE, text=True)
-    assert lab.stdout.readline().strip() == "ready"
-    deadline = time.monotonic() + 10
-    while len(_with_token(f"sleep {token}")) < 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(_with_token(f"sleep {token}")) == 3, "sh, and its two sleeps, should be running"
+    try:
+        assert lab.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 10
+        while len(_with_token(f"sleep {token}")) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(_with_token(f"sleep {token}")) == 3, "sh, and its two sleeps, should run"
+    except BaseException:
+        lab.kill()  # the namespace (or the parent-death signal) takes the rest
+        raise
     return lab
 
 
