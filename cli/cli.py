@@ -44,3 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as err:
         print(f"benchlab {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        if not _is_aws_error(err):
+            raise
+        # One line, whatever the AWS SDK raised (ProfileNotFound, NoCredentialsError, ClientError)
+        print(f"benchlab {args.command}: error: AWS: {err}", file=sys.stderr)
+        return 2
+
+
+def _is_aws_error(err: Exception) -> bool:
+    """Any botocore error: those a session raises (bad profile, no credentials) and AWS's
+    refusals. botocore is only loaded by the commands that use AWS."""
+    botocore = sys.modules.get("botocore.exceptions")
+    return botocore is not None and isinstance(err, (botocore.BotoCoreError,
+                                                     botocore.ClientError))

@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import json
 from dataclasses import dataclass
+from datetime import date
 
 from cli import pricing, stack_file
 from jobs.names import GPU_GROUPS, GRAPHS, NODE_GROUPS
 from stacks.config import StackConfig
 from facts import eks
-from facts.instances import NAT_GATEWAY_USD_PER_HOUR, PRICE_REGION
+from facts.instances import NAT_GATEWAY_USD_PER_HOUR, PRICE_REGION, stale_prices_warning
 
 HELP = "estimate $/hour of the stack and the cost of an agg + disagg campaign"
 
@@ -265,7 +267,9 @@ def forgotten_usd(cfg: StackConfig, prices: pricing.InstancePrices, on: dt.date)
 # ---------------------------------------------------------------------------------------
 def render(est: Estimate, prices: pricing.InstancePrices, cfg: StackConfig) -> str:
     out = [f"prices: {prices.source}"]
-    if PRICE_REGION != cfg.region and "live" not in prices.source:
+    if _stale(prices):
+        out.append(f"warning: {_stale(prices)}")
+    if PRICE_REGION != cfg.region and not prices.live:
         out.append(f"note: the stack is in {cfg.region}; these are {PRICE_REGION} prices "
                    "(use --live for the stack's region)")
     out += ["", "$/hour of the stack while up"]
@@ -310,13 +314,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ask the AWS Pricing API for today's instance prices in the stack's "
                              "region (needs AWS credentials) instead of the dated table")
     parser.add_argument("--profile", help="AWS profile for --live")
+    parser.add_argument("--json", action="store_true", help="print the estimate as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = stack_file.load(args.stack).config()
+    stack = stack_file.load(args.stack)
+    cfg = stack.config()
     types = sorted({getattr(cfg.node_groups, role).instance_type for role in NODE_GROUPS})
     prices = (pricing.live_prices(pricing.pricing_client(args.profile), types, cfg.region)
               if args.live else pricing.table_prices(types))
-    print(f"cost of stack {args.stack}")
-    print(render(estimate(cfg, prices), prices, cfg))
+    est = estimate(cfg, prices)
+    if args.json:
+        print(json.dumps(as_json(stack.name, est, prices), indent=2))
+    else:
+        print(f"cost of stack {stack.name}")
+        print(render(est, prices, cfg))
     return 0
+
+
+def as_json(stack: str, est: Estimate, prices: pricing.InstancePrices) -> dict:
+    return {"stack": stack, "prices": prices.source, "prices_warning": _stale(prices),
+            "usd_per_hour": {graph: {"lines": lines, "total": sum(lines.values())}
+                             for graph, lines in est.hourly.items()},
+            "campaign": {"phases": [{"name": p.name, "minutes": p.minutes, "usd": usd}
+                                    for p, usd in zip(est.phases, est.phase_usd)],
+                         "one_off_usd": est.one_off, "total_minutes": est.total_minutes,
+                         "total_usd": est.total_usd},
+            "physical_floor_usd": {"by_graph": est.floor, "total": est.floor_usd}}
+
+
+def _stale(prices: pricing.InstancePrices) -> str | None:
+    """The dated table's age warning (live prices are today's)."""
+    return None if prices.live else stale_prices_warning(date.today())

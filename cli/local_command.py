@@ -12,7 +12,7 @@ from pathlib import Path
 
 from jobs import aiperf_argv, modes
 from cli.cli import CliError
-from local_lab import isolation, tool_venvs
+from local_lab import isolation, run_as, tool_venvs
 from jobs.names import GRAPHS, PROFILES
 from local_lab.graph import ROUTER_MODES, GraphError, check_ports_free
 from local_lab.progress import Progress
@@ -26,9 +26,11 @@ EXIT_INTERRUPTED = 130
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", choices=PROFILES, default="quick",
-                        help="quick: every mode's shape, short (<5 min on 2 cores); "
-                             "full: Report 5's parameters (~80 min) (default: %(default)s)")
+    # --preset, not --profile: every other command's --profile is the AWS profile
+    parser.add_argument("--preset", choices=PROFILES, default="quick",
+                        help="how long the benchmarks run: quick: every mode's shape, short "
+                             "(<5 min on 2 cores); full: Report 5's parameters (~80 min) "
+                             "(default: %(default)s); recorded as the run's profile")
     parser.add_argument("--graphs", type=_graph_list, default=GRAPHS, metavar="LIST",
                         help=f"comma-separated, run in this order; allowed: {','.join(GRAPHS)} "
                              f"(default: {','.join(GRAPHS)})")
@@ -46,10 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep-style", choices=aiperf_argv.SWEEP_STYLES, default="list",
                         help="list: one AIPerf call per sweep; per_level: one per concurrency "
                              "(default: %(default)s)")
-    parser.add_argument("--isolation", choices=isolation.ISOLATIONS, default="auto",
-                        help="netns: a private network namespace with only loopback; host: "
-                             "the machine's loopback (Dynamo 0.9.1 then also listens on the "
-                             "primary address); auto: netns when possible (default: %(default)s)")
+    parser.add_argument("--isolation", choices=isolation.ISOLATIONS, default="netns",
+                        help="netns: private network and PID namespaces, only loopback, every "
+                             "process ends with the lab; host: the machine's network, only when "
+                             "asked for (Dynamo 0.9.1 then also listens on the primary address) "
+                             "(default: %(default)s)")
     parser.add_argument("--tools-dir", type=Path, default=REPO_ROOT / ".venvs", metavar="DIR",
                         help="where the dynamo and aiperf venvs live (default: .venvs)")
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / ".lab-work", metavar="DIR",
@@ -59,45 +62,67 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C
-    if not isolation.inside_namespace():
-        _bench_plan(args.stack)  # a bad stack config fails before any install
-        namespace = _namespace_prefix(args.isolation)
-        if namespace is None:
-            _check_ports(args)  # on the host's loopback a busy port fails before any install
-        _prepare(args)
-        if namespace is not None:
-            isolation.reexec_in_namespace(namespace)  # does not return
-    else:
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # `kill` and a hang-up clean up like Ctrl-C
+        signal.signal(signum, _interrupt)
+    if isolation.inside_namespace():
         try:
             isolation.bring_up_loopback()
         except isolation.IsolationError as err:
-            raise CliError(f"{err}; try --isolation host") from None
-    return _run_inside(args)
-
-
-def _prepare(args: argparse.Namespace) -> None:
-    """Everything that needs the real network or is slow to repeat: done once, outside."""
+            raise CliError(str(err)) from None
+        return _run_inside(args, run_as.from_env())
+    _bench_plan(args.stack)  # a bad stack config fails before any install
+    namespace = _namespace_prefix(args.isolation)
+    if namespace is None:
+        _check_ports(args)  # on the host's loopback a busy port fails before any install
+    user = run_as.unprivileged_user()
     try:
-        tool_venvs.ensure_tools(args.tools_dir.resolve(), install=not args.no_install)
+        _prepare(args, user)
+    except KeyboardInterrupt:  # nothing of the lab runs yet
+        print("benchlab local: interrupted during setup", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if namespace is None:
+        return _run_inside(args, user)
+    code = isolation.run_in_namespace(namespace, user.to_env() if user else None)
+    return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
+
+
+def _prepare(args: argparse.Namespace, user: run_as.RunAs | None) -> None:
+    """Everything that needs the real network or is slow to repeat: done once, outside."""
+    tools = args.tools_dir.resolve()
+    try:
+        tool_venvs.ensure_tools(tools, install=not args.no_install)
     except tool_venvs.ToolSetupError as err:
         raise CliError(str(err)) from None
-    ensure_model_dir(args.work_dir.resolve() / "model")
+    model = ensure_model_dir(args.work_dir.resolve() / "model")
+    if user is None:
+        return
+    for directory in (args.out.resolve(), args.work_dir.resolve()):
+        directory.mkdir(parents=True, exist_ok=True)
+    python = str(tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "python"))
+    try:
+        run_as.check_runnable(user, {
+            "the Dynamo venv": [python, "-c", "import dynamo.frontend, dynamo.mocker"],
+            "nats-server": [str(tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "nats-server")),
+                            "--version"],
+            "AIPerf": [str(tool_venvs.tool_path(tool_venvs.AIPERF, tools, "aiperf")), "--version"],
+            "the generated tokenizer": ["test", "-r", str(model / "tokenizer.json")],
+            f"the results directory {args.out}": ["test", "-x", str(args.out.resolve())],
+            f"the work directory {args.work_dir}": ["test", "-x", str(args.work_dir.resolve())],
+        })
+    except run_as.RunAsError as err:
+        raise CliError(str(err)) from None
 
 
 def _namespace_prefix(choice: str) -> list[str] | None:
-    """The `unshare` prefix to re-execute with, or None to run on the host's loopback."""
+    """The `unshare` prefix to run the lab with, or None when host networking was asked for."""
     if choice == "host":
         return None
     prefix = isolation.unshare_argv()
-    if choice == "netns" and prefix is None:
-        raise CliError("--isolation netns: cannot create a network namespace here (needs "
-                       "`unshare` and `ip`, and user namespaces when not root); "
-                       "use --isolation host")
     if prefix is None:
-        print("benchlab local: no network namespace available; running on the host's loopback "
-              "(Dynamo 0.9.1's response listener also binds the primary address)",
-              file=sys.stderr)
+        raise CliError("cannot create the lab's private network and PID namespaces here (needs "
+                       "`unshare` and `ip`, and user namespaces when not root); to run on the "
+                       "host's network instead, where Dynamo 0.9.1 also listens on the "
+                       "machine's primary address, pass --isolation host")
     return prefix
 
 
@@ -108,26 +133,26 @@ def _check_ports(args: argparse.Namespace) -> None:
         raise CliError(str(err)) from None
 
 
-def _run_inside(args: argparse.Namespace) -> int:
+def _run_inside(args: argparse.Namespace, user: run_as.RunAs | None) -> int:
     tools = args.tools_dir.resolve()
     try:
         tool_venvs.ensure_tools(tools, install=False)
     except tool_venvs.ToolSetupError as err:
         raise CliError(str(err)) from None
     _check_ports(args)
-    plan = modes.scaled(_bench_plan(args.stack), args.profile)
+    plan = modes.scaled(_bench_plan(args.stack), args.preset)
     setup = LabSetup(
-        plan=plan, profile=args.profile, graphs=args.graphs, out_dir=args.out.resolve(),
+        plan=plan, profile=args.preset, graphs=args.graphs, out_dir=args.out.resolve(),
         work_dir=args.work_dir.resolve(), model_dir=ensure_model_dir(args.work_dir.resolve() / "model"),
         dynamo_python=tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "python"),
         nats_server=tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "nats-server"),
         aiperf=tool_venvs.tool_path(tool_venvs.AIPERF, tools, "aiperf"),
         frontend_port=args.frontend_port, nats_port=args.nats_port,
-        router_mode=args.router_mode, sweep_style=args.sweep_style)
+        router_mode=args.router_mode, sweep_style=args.sweep_style, run_as=user)
     progress = Progress(plan.planned_seconds * len(args.graphs))
     try:
         run = run_lab(setup, progress)
-        report = _build_report(setup.out_dir, run.run_dir, progress)
+        report = _build_report(run.run_dir, progress)
     except KeyboardInterrupt:  # past the graphs (each stops its own processes): nothing runs
         progress.say("interrupted")
         return EXIT_INTERRUPTED
@@ -144,7 +169,8 @@ def _bench_plan(stack: str | None) -> modes.BenchPlan:
     return stack_file.load(stack).config().bench
 
 
-def _build_report(out_dir: Path, run_dir: Path, progress: Progress) -> Path | None:
+def _build_report(run_dir: Path, progress: Progress) -> Path | None:
+    """The report of the run just made, never of an older one beside it."""
     try:
         from report.render import build_report
     except ImportError:
@@ -152,7 +178,7 @@ def _build_report(out_dir: Path, run_dir: Path, progress: Progress) -> Path | No
         return None
     progress.say("report: building")
     try:
-        return build_report(out_dir, run_dir / "report")
+        return build_report(run_dir, run_dir / "report")
     except Exception as err:  # noqa: BLE001 - a report bug must not hide the finished run
         progress.say(f"report: failed ({type(err).__name__}: {err}); results are kept")
         return None

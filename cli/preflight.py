@@ -370,12 +370,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = stack_file.load(args.stack).config()
+    stack = stack_file.load(args.stack)
+    cfg = stack.config()
     checks = [*local_checks(cfg), *run_checks(cfg, AwsClients.create(cfg.region, args.profile))]
     if args.json:
         print(json.dumps([dataclasses.asdict(c) for c in checks], indent=2))
     else:
-        print(f"preflight of stack {args.stack}: region {cfg.region}, "
+        print(f"preflight of stack {stack.name}: region {cfg.region}, "
               f"GPU zone {cfg.gpu_availability_zone}")
         print(render(checks))
     return 1 if any(c.status == "fail" for c in checks) else 0

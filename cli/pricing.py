@@ -21,6 +21,7 @@ PRODUCT_FILTERS = {"operatingSystem": "Linux", "tenancy": "Shared", "preInstalle
 class InstancePrices:
     usd_per_hour: dict[str, float]
     source: str  # where the prices come from, printed with every figure
+    live: bool = False  # today's, from the Pricing API (else the dated table)
 
     def __getitem__(self, instance_type: str) -> float:
         return self.usd_per_hour[instance_type]
@@ -48,7 +49,8 @@ def live_prices(pricing, instance_types: list[str], region: str) -> InstancePric
             raise CliError(f"Pricing API: expected one on-demand Linux price for {itype} in "
                            f"{region}, found {sorted(usd) or 'none'}")
         prices[itype] = usd.pop()
-    return InstancePrices(prices, f"on-demand prices, {region}, live from the AWS Pricing API")
+    return InstancePrices(prices, f"on-demand prices, {region}, live from the AWS Pricing API",
+                          live=True)
 
 
 def _on_demand_usd(product: dict) -> float | None:

@@ -7,7 +7,8 @@ from pathlib import Path
 from cli.cli import CliError
 
 HELP = ("Build report.md, CSV/JSON tables and PNG plots from AIPerf results: one run directory "
-        "(<root>/<run_id>) or a root holding several runs (the newest run of each graph is used).")
+        "(<root>/<run_id>) or a root holding several runs (the newest agg/disagg pair that belongs "
+        "together is compared; any mismatch is a warning at the top).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +23,11 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"results directory {args.results_dir} does not exist")
     # Imported here so that `benchlab --help`, which loads every command's options, skips matplotlib.
     from report.render import build_report
+    from report.selection import NoRunsError
 
-    path = build_report(args.results_dir, args.out or args.results_dir / "report")
+    try:
+        path = build_report(args.results_dir, args.out or args.results_dir / "report")
+    except NoRunsError as err:
+        raise CliError(str(err)) from None
     print(f"report written to {path}")
     return 0

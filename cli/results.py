@@ -9,13 +9,16 @@ interrupted: files already complete are skipped, and a partial download
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from cli import pulumi_cli
 from cli.cli import CliError
+from jobs.run_manifest import MANIFEST_FILE
 
 HELP = "list the benchmark runs in the results bucket, or pull them for `benchlab report`"
 PART_SUFFIX = ".part"
@@ -33,6 +36,45 @@ class PullSummary:
 def list_runs(s3, bucket: str) -> list[str]:
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Delimiter="/")
     return sorted(p["Prefix"].rstrip("/") for page in pages for p in page.get("CommonPrefixes", []))
+
+
+def describe_runs(s3, bucket: str) -> list[dict]:
+    """Per run and graph: profile and creation time from its manifest (None when it has none)."""
+    described = []
+    for run_id in list_runs(s3, bucket):
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{run_id}/",
+                                                              Delimiter="/")
+        graphs = sorted(p["Prefix"][len(run_id) + 1:].rstrip("/")
+                        for page in pages for p in page.get("CommonPrefixes", []))
+        for graph in graphs:
+            manifest = _manifest(s3, bucket, f"{run_id}/{graph}/{MANIFEST_FILE}")
+            described.append({"run_id": run_id, "graph": graph,
+                              "profile": manifest.get("profile"),
+                              "created": manifest.get("created"),
+                              "simulated": manifest.get("simulated")})
+    return described
+
+
+def _manifest(s3, bucket: str, key: str) -> dict:
+    try:
+        body = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as err:
+        if err.response["Error"]["Code"] not in ("NoSuchKey", "404"):
+            raise
+        return {}
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def render_runs(described: list[dict]) -> str:
+    header = ("run id", "graph", "profile", "created")
+    rows = [header] + [tuple(str(run[key] if run[key] is not None else "—")
+                             for key in ("run_id", "graph", "profile", "created"))
+                       for run in described]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+                     for row in rows)
 
 
 def pull(s3, bucket: str, out: Path, run_id: str | None = None) -> PullSummary:
@@ -109,10 +151,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, helptext in (("list", "list the run ids in the bucket"),
                            ("pull", "download a run (or all runs) to a local directory")):
         action = sub.add_parser(name, help=helptext, description=helptext)
-        action.add_argument("--bucket", required=True,
-                            help='the results bucket (e.g. "$(pulumi stack output resultsBucket)")')
-        action.add_argument("--region", help="the bucket's region (default: the usual boto3 chain)")
+        action.add_argument("--stack", metavar="NAME",
+                            help="read the bucket and region from this stack's outputs "
+                                 "(`pulumi stack output`; default: the selected stack)")
+        action.add_argument("--bucket", help="the results bucket (default: the stack output "
+                                             "resultsBucket; needs the pulumi CLI)")
+        action.add_argument("--region", help="the bucket's region (default: the stack output "
+                                             "region, or the usual boto3 chain)")
         action.add_argument("--profile", help="AWS profile to use")
+        if name == "list":
+            action.add_argument("--json", action="store_true", help="print the runs as JSON")
         if name == "pull":
             action.add_argument("--run", metavar="RUN_ID", help="pull only this run (default: all)")
             action.add_argument("--out", type=Path, default=Path("cloud-results"),
@@ -125,12 +173,28 @@ def s3_client(region: str | None, profile: str | None):
     return boto3.Session(profile_name=profile, region_name=region).client("s3")
 
 
+def bucket_and_region(args: argparse.Namespace) -> tuple[str, str | None]:
+    """--bucket/--region, else the stack's outputs resultsBucket/region (cli/pulumi_cli.py)."""
+    if args.bucket:
+        return args.bucket, args.region
+    stack = args.stack or pulumi_cli.selected_stack()
+    outputs = pulumi_cli.stack_outputs(stack)
+    if not outputs.get("resultsBucket"):
+        raise CliError(f"stack {stack} has no output resultsBucket (not deployed yet?); "
+                       "pass --bucket")
+    return outputs["resultsBucket"], args.region or outputs.get("region")
+
+
 def run(args: argparse.Namespace) -> int:
-    s3 = s3_client(args.region, args.profile)
+    args.bucket, region = bucket_and_region(args)
+    s3 = s3_client(region, args.profile)
     try:
         if args.action == "list":
-            runs = list_runs(s3, args.bucket)
-            print("\n".join(runs) if runs else f"no runs in s3://{args.bucket}")
+            described = describe_runs(s3, args.bucket)
+            if args.json:
+                print(json.dumps(described, indent=2))
+            else:
+                print(render_runs(described) if described else f"no runs in s3://{args.bucket}")
             return 0
         summary = pull(s3, args.bucket, args.out, args.run)
     except (BotoCoreError, ClientError) as err:

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from cli import offline
+from cli import offline, pulumi_cli
 from cli.cli import CliError
 from stacks import config
 
@@ -35,12 +35,15 @@ class StackFile:
 
 
 def add_stack_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stack", default="dev", metavar="NAME",
+    parser.add_argument("--stack", metavar="NAME",
                         help="stack whose Pulumi.<NAME>.yaml (in the repo root) to read "
-                             "(default: %(default)s)")
+                             "(default: the stack `pulumi stack select` chose when the pulumi "
+                             f"CLI is installed, else {pulumi_cli.DEFAULT_STACK})")
 
 
-def load(stack: str, root: Path | None = None) -> StackFile:
+def load(stack: str | None, root: Path | None = None) -> StackFile:
+    """`Pulumi.<stack>.yaml`; stack None is the selected stack (cli/pulumi_cli.py)."""
+    stack = pulumi_cli.selected_stack() if stack is None else stack
     root = REPO_ROOT if root is None else root
     path = root / f"Pulumi.{stack}.yaml"
     if not path.is_file():

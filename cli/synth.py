@@ -320,9 +320,9 @@ def run(args: argparse.Namespace) -> int:
     stack.config()  # a bad config is reported as such, before the program runs
     # Secret config cannot be decrypted here: the program gets placeholders (always redacted).
     secrets = {key: f"synth-placeholder-{key}" for key in stack.secret_keys}
-    out = args.out or Path("synth-out") / args.stack
+    out = args.out or Path("synth-out") / stack.name
     prepare(out)
-    synthesis = synthesize(stack.values, secrets, args.stack)
+    synthesis = synthesize(stack.values, secrets, stack.name)
     written = write(synthesis.recording, out, list(secrets.values()))
     objects = sum(1 for f in written.files if f.parent.name == "k8s")
     print(f"wrote {len(written.files)} files to {out}: {objects} Kubernetes objects, "

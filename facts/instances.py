@@ -7,11 +7,22 @@ report ($/h of a configuration) all read it. The in-cluster Jobs do not.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 # On-demand Linux list prices, us-east-1, USD per hour. Dated: prices move (AWS cut P4/P5
 # on-demand prices in June 2025); `benchlab cost --live` asks the AWS Pricing API instead.
 PRICES_AS_OF = "2025-06-15"
 PRICE_REGION = "us-east-1"
+PRICES_STALE_AFTER_DAYS = 183  # six months: older list prices are called out wherever shown
+
+
+def stale_prices_warning(today: date) -> str | None:
+    """A sentence saying the price table is older than six months, or None while it is not."""
+    age = (today - date.fromisoformat(PRICES_AS_OF)).days
+    if age <= PRICES_STALE_AFTER_DAYS:
+        return None
+    return (f"the price table is dated {PRICES_AS_OF}, {age // 30} months ago: on-demand prices "
+            "may have moved since (`benchlab cost --live` asks the AWS Pricing API)")
 
 
 @dataclass(frozen=True)

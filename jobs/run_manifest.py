@@ -23,6 +23,8 @@ SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 STATUS_FILE = "status.json"
 EXPORTED_FILE = "exported.json"
+# Extra manifest key of a run whose model was stood in for (the local lab): what served instead.
+STAND_IN = "stand_in"
 STATUSES = ("ok", "failed", "skipped")
 
 

@@ -17,22 +17,25 @@ from facts.instances import facts
 MOCKER_KV_PATH = "none (mocker: simulated, no KV transfer)"
 
 
-def manifest(run_id: str, graph: str, profile: str, model: str,
+def manifest(run_id: str, graph: str, profile: str, tokenizer_dir: str,
              created: str, kv_router: dict | None = None) -> run_manifest.RunManifest:
-    """`kv_router`: the local KV router's evidence (jobs/kv_transport.RouterEvidence), when it ran."""
+    """`model` is the model the run stands for; what served it locally is recorded beside it.
+    `kv_router`: the local KV router's evidence (jobs/kv_transport.RouterEvidence), when it ran."""
     lab = StackConfig(serving=dataclasses.replace(Serving(), mode=graph))
     roles = lab.worker_roles()  # role -> (node group, workers)
     groups = [group for group in names.GPU_GROUPS
               if group in {group for group, _ in roles.values()}]
     return run_manifest.RunManifest(
         run_id=run_id, graph=graph, simulated=True, profile=profile, created=created,
-        versions={"dynamo": DYNAMO_VERSION, "aiperf": AIPERF_VERSION}, model=model,
+        versions={"dynamo": DYNAMO_VERSION, "aiperf": AIPERF_VERSION}, model=lab.model.id,
         nodes=[run_manifest.NodeGroup(group, getattr(lab.node_groups, group).instance_type,
                                       getattr(lab.node_groups, group).count,
                                       facts(getattr(lab.node_groups, group).instance_type).gpus)
                for group in groups],
         workers={role: run_manifest.WorkerSpec(replicas=workers.replicas, tp=workers.tp)
                  for role, (_, workers) in roles.items()},
-        extra={"kv_transport": {"transport": MOCKER_KV_PATH,
+        extra={run_manifest.STAND_IN: f"a generated tokenizer ({tokenizer_dir}) served by "
+                                      "Dynamo's mocker: no weights, simulated timing",
+               "kv_transport": {"transport": MOCKER_KV_PATH,
                                 **({"kv_router": kv_router} if kv_router is not None else {})}},
     )

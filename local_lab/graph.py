@@ -77,6 +77,7 @@ class Graph:
 
     def start(self, say=print) -> None:
         cfg = self.config
+        self.processes.writable(cfg.work_dir)  # the kv and JetStream stores go here
         env = self._dynamo_env()
         say(f"starting NATS on {LOOPBACK}:{cfg.nats_port}")
         self.processes.start("nats", [str(cfg.nats_server), "--jetstream", "--addr", LOOPBACK,

@@ -2,7 +2,9 @@
 
 Each child leads its own session, so a terminal's Ctrl-C reaches only the lab (which then
 stops the children in reverse start order) and a stop signal reaches a child's own children
-too (AIPerf forks a dozen services).
+too (AIPerf forks a dozen services). Each child also dies with the lab if the lab is killed
+outright (parent-death signal); inside the lab's PID namespace, so do their own children.
+When the lab runs as root, its children run as an unprivileged user (local_lab/run_as.py).
 """
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from local_lab.isolation import die_with_parent
+from local_lab.run_as import RunAs
 
 # Dynamo's graceful shutdown takes seconds and buys nothing here: each run's stores are new.
 STOP_TIMEOUT_SECONDS = 3.0
@@ -46,16 +51,30 @@ class Child:
 class ProcessGroup:
     """Starts children with their output in log files; `stop_all` ends every one."""
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, run_as: RunAs | None = None):
         self.log_dir = log_dir
+        self.run_as = run_as
         self.children: list[Child] = []
+
+    def writable(self, path: Path) -> Path:
+        """`path`, created, and writable by the children (handed over when they run as another
+        user)."""
+        if self.run_as is None:
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        return self.run_as.hand_over(path)
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
+        user = {}
+        if self.run_as is not None:
+            user = self.run_as.popen_args()
+            env = {**env, "HOME": str(self.writable(self.log_dir.parent / "home"))}
         with log_path.open("wb") as log:
             popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                                     preexec_fn=die_with_parent, **user)
         child = Child(name, popen, log_path)
         self.children.append(child)
         return child

@@ -19,6 +19,7 @@ from jobs.modes import BenchPlan, Mode
 from local_lab import cloud_shape
 from local_lab.graph import Graph, GraphConfig, GraphError
 from local_lab.processes import ProcessFailed, ProcessGroup, StepTimedOut
+from local_lab.run_as import RunAs
 from local_lab.progress import Progress
 
 # A step's hard limit: its plan twice over plus start-up slack. Bounds a hung AIPerf.
@@ -48,6 +49,7 @@ class LabSetup:
     nats_port: int
     router_mode: str
     sweep_style: str
+    run_as: RunAs | None = None  # whom the processes run as when the lab is root
 
 
 @dataclass
@@ -94,7 +96,7 @@ def _run_graph(setup: LabSetup, graph: str, run: LabRun, progress: Progress) -> 
     run_manifest.write_manifest(graph_dir, cloud_shape.manifest(
         run.run_id, graph, setup.profile, str(setup.model_dir), _now()))
     statuses = run.statuses.setdefault(graph, {})
-    processes = ProcessGroup(setup.work_dir / run.run_id / graph / "logs")
+    processes = ProcessGroup(setup.work_dir / run.run_id / graph / "logs", setup.run_as)
     try:
         graph_error = _start_graph(setup, graph, run, processes, progress)
         for mode in setup.plan.modes():
@@ -172,7 +174,7 @@ def _run_call(setup: LabSetup, call: aiperf_argv.AiperfCall, mode_dir: Path,
            if key != "HF_HUB_OFFLINE"}  # AIPerf cannot load a local tokenizer path with it set
     env.update(AIPERF_ENV)
     timeout = call.planned_seconds * STEP_TIMEOUT_FACTOR + STEP_TIMEOUT_SLACK_SECONDS
-    mode_dir.mkdir(parents=True, exist_ok=True)
+    processes.writable(mode_dir)  # AIPerf writes its artifacts below it
     code = processes.run_to_end(f"aiperf-{mode_dir.name}-{call.step}",
                                 [str(setup.aiperf), *call.argv], env, timeout,
                                 others_alive=processes.check_alive)

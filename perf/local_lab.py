@@ -2,7 +2,7 @@
 """Wall time of the local lab, and how much of it is AIPerf's own start-up and tear-down.
 
     .venv/bin/python perf/local_lab.py                  # runs the quick profile (~5 min)
-    .venv/bin/python perf/local_lab.py --profile full   # runs the full profile (~80 min)
+    .venv/bin/python perf/local_lab.py --preset full    # runs the full profile (~80 min)
 
 It runs `benchlab local` as a user would, then splits the wall time using the lab's timings file
 (per-graph start, per-step wall) and AIPerf's exports (each run's `benchmark_duration`: load
@@ -29,13 +29,13 @@ from jobs.names import GRAPHS, PROFILES  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", choices=PROFILES, default="quick")
+    parser.add_argument("--preset", choices=PROFILES, default="quick")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="keep results and work files under DIR (default: a temp dir)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         base = args.keep or Path(scratch)
-        figures = measure(args.profile, base)
+        figures = measure(args.preset, base)
     print(json.dumps(figures, indent=2))
     return 0 if figures["exit_code"] == 0 else 1
 
@@ -43,7 +43,7 @@ def main() -> int:
 def measure(profile: str, base: Path) -> dict:
     out, work = base / "out", base / "work"
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "cli", "local", "--profile", profile,
+    result = subprocess.run([sys.executable, "-m", "cli", "local", "--preset", profile,
                              "--out", str(out), "--work-dir", str(work)],
                             cwd=REPO, stdout=sys.stderr)  # stdout carries only the figures
     wall = time.monotonic() - started

@@ -1,5 +1,6 @@
-"""What the report reads: the newest run of each graph below a results directory, with every
-AIPerf export of every mode parsed, and every file that could not be used named as a problem."""
+"""What the report reads: the agg/disagg pair report/selection.py chooses below a results
+directory, with every AIPerf export of every mode parsed, and every file that could not be used
+named as a problem."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,8 +9,8 @@ from pathlib import Path
 from jobs import exports
 from jobs.exports import ExportError, ProfileExport, RequestRecord
 from jobs.names import GRAPHS, MODES
-from jobs.run_manifest import (ManifestError, ModeStatus, RunManifest,
-                                     read_manifest, read_status)
+from jobs.run_manifest import ManifestError, ModeStatus, RunManifest, read_manifest, read_status
+from report.selection import Candidate, Selection, candidate, choose, no_runs_error
 
 # Per-request records feed only the per-turn figures; other modes need the summaries alone.
 MODES_WITH_RECORDS = ("multi_turn",)
@@ -50,16 +51,20 @@ class GraphRun:
 class ReportInputs:
     runs: list[GraphRun]  # at most one per graph, in GRAPHS order
     problems: list[Problem]
+    selection: Selection  # why these runs, and how they fall short of a like-for-like pair
 
 
 def load_results(results_dir: Path) -> ReportInputs:
+    """The pair of runs to compare (report/selection.py); NoRunsError when there is none."""
     problems: list[Problem] = []
-    runs = []
-    for graph in GRAPHS:
-        chosen = _newest_run(_graph_dirs(results_dir, graph), problems)
-        if chosen:
-            runs.append(_load_graph(chosen, problems))
-    return ReportInputs(runs=runs, problems=problems)
+    candidates = {graph: _candidates(_graph_dirs(results_dir, graph), problems)
+                  for graph in GRAPHS}
+    if not any(candidates.values()):
+        raise no_runs_error(results_dir, [f"{p.path}: {p.problem}" for p in problems])
+    selection = choose(candidates)
+    runs = [_load_graph((chosen.directory, chosen.manifest), problems)
+            for chosen in selection.chosen.values()]
+    return ReportInputs(runs=runs, problems=problems, selection=selection)
 
 
 def _graph_dirs(results_dir: Path, graph: str) -> list[Path]:
@@ -69,17 +74,15 @@ def _graph_dirs(results_dir: Path, graph: str) -> list[Path]:
     return sorted(path for path in results_dir.glob(f"*/{graph}") if path.is_dir())
 
 
-def _newest_run(graph_dirs: list[Path], problems: list[Problem]) -> tuple[Path, RunManifest] | None:
-    candidates = []
+def _candidates(graph_dirs: list[Path], problems: list[Problem]) -> list[Candidate]:
+    found = []
     for graph_dir in graph_dirs:
         try:
-            candidates.append((graph_dir, read_manifest(graph_dir)))
+            found.append(candidate(graph_dir, read_manifest(graph_dir)))
         except ManifestError as err:
             problems.append(Problem(err.path, f"{err.problem}; this graph's results are skipped: "
                                               "without a manifest they cannot be labelled"))
-    if not candidates:
-        return None
-    return max(candidates, key=lambda candidate: (candidate[1].created, candidate[1].run_id))
+    return found
 
 
 def _load_graph(chosen: tuple[Path, RunManifest], problems: list[Problem]) -> GraphRun:

@@ -12,16 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from jobs import kv_transport
+from facts.instances import stale_prices_warning
+from jobs.run_manifest import STAND_IN, RunManifest
 from report.cost_efficiency import PRICE_NOTE
-from report.inputs import GraphRun, ReportInputs, load_results
+from report.inputs import ReportInputs, load_results
 from report.plots import SIMULATED_NOTE, draw_plots
-from report.tables import (Table, cost_table, multi_turn_tables, pareto_table,
-                                      prefix_cache_table, relative, sequence_distribution_table,
-                                      status_table, sweep_table)
+from report.tables import (FEW_REQUESTS, MIN_REQUESTS, TAIL_MIN_REQUESTS, Column, Table,
+                           cost_table, multi_turn_tables, pareto_table, prefix_cache_table,
+                           relative, sequence_distribution_table, status_table, sweep_table)
 
 REPORT_FILE = "report.md"
 TABLES_DIR = "tables"
 ABSENT = "—"
+FEW_MARK = "†"
 
 DEFINITIONS = """\
 - **TTFT**, **ITL**, **request latency**: AIPerf's per-request time to first token, inter-token
@@ -39,7 +42,14 @@ DEFINITIONS = """\
 - **conversation time**: first request start to last request end of each conversation, from
   `profile_export.jsonl`; **cache hit (%)** is the share of prompt tokens the server reported as
   cached (`prompt_tokens_details.cached_tokens`), absent where the serving side does not report it.
-- **Pareto-optimal**: no other level of the same graph has both more tok/s/user and more tok/s/GPU.
+- **on the frontier (both graphs)**: no sweep level of either graph has at least as much
+  tok/s/user and tok/s/GPU and more of one: the Pareto frontier of agg and disagg together.
+  Better is up and to the right.
+- **configured shared-prefix share**: the share of each prompt the benchmark makes a prefix
+  shared by all requests (`bench.prefixCache.hitRatios`), what the prefix cache could hit;
+  not a measured hit rate.
+- **requests**: how many requests a row's figures summarise; figures marked † come from too
+  few of them to be a finding.
 """
 
 
@@ -91,10 +101,19 @@ def _markdown_table(table: Table) -> str:
     if not table.rows:
         return "No data: no usable export for this mode.\n"
     columns = [column for column in table.columns if column.in_markdown]
+
+    def cell(row: dict[str, Any], column: Column) -> str:
+        few = column.key in row.get(FEW_REQUESTS, "").split()
+        return _cell(row.get(column.key)) + (f" {FEW_MARK}" if few else "")
+
     lines = ["| " + " | ".join(column.header for column in columns) + " |",
              "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(column.key)) for column in columns) + " |"
+    lines += ["| " + " | ".join(cell(row, column) for column in columns) + " |"
               for row in table.rows]
+    if any(row.get(FEW_REQUESTS) for row in table.rows):
+        lines += ["", f"{FEW_MARK} from too few requests to be a finding (the `requests` column): "
+                  f"p99 and p1 need {TAIL_MIN_REQUESTS}, other figures {MIN_REQUESTS}; "
+                  "measure longer before reading them."]
     return "\n".join(lines) + "\n"
 
 
@@ -122,7 +141,8 @@ def _markdown(results_dir: Path, inputs: ReportInputs, tables: dict[str, Table],
                      f"({', '.join(run.graph for run in simulated)}) ran against the local lab's "
                      "mocker. Their costs are those of the configuration they stand for and are "
                      "illustrative only, not measured GPU performance.\n")
-    parts += _sources(inputs.runs)
+    parts += _warnings(inputs)
+    parts += _sources(inputs)
     parts += _problems(inputs, results_dir)
     parts += section("Concurrency sweep: agg vs disagg", ["concurrency_sweep"])
     parts += section("Pareto: tokens/s per GPU vs tokens/s per user", ["pareto"])
@@ -138,24 +158,37 @@ def _markdown(results_dir: Path, inputs: ReportInputs, tables: dict[str, Table],
     return "\n".join(parts)
 
 
-def _sources(runs: list[GraphRun]) -> list[str]:
-    if not runs:
-        return ["## Sources\n", "No run with a readable manifest was found.\n"]
-    lines = ["## Sources\n", "The newest run of each graph (by the manifest's `created`); the KV "
-             "path is what the KV transport check measured before the benchmarks:\n",
+def _warnings(inputs: ReportInputs) -> list[str]:
+    """What makes the comparison less than like for like, before any figure is read."""
+    found = inputs.selection.warnings + [
+        warning for warning in [stale_prices_warning(datetime.now(timezone.utc).date())] if warning]
+    return [f"> **Warning: {warning}.**\n" for warning in found]
+
+
+def _sources(inputs: ReportInputs) -> list[str]:
+    lines = ["## Sources\n",
+             "The newest agg/disagg pair that belongs together (same run, or same profile, "
+             "versions and model), complete runs first; the KV path is what the KV transport check "
+             "measured before the benchmarks:\n",
              "| graph | run id | created | profile | model | Dynamo | AIPerf | nodes | GPUs | KV path |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for run in runs:
+    for run in inputs.runs:
         manifest = run.manifest
         aiperf = sorted({result.export.aiperf_version for results in run.results.values()
                          for result in results} - {"unknown"})
         lines.append("| " + " | ".join(_cell(value) for value in (
-            run.label, manifest.run_id, manifest.created, manifest.profile, manifest.model,
+            run.label, manifest.run_id, manifest.created, manifest.profile, _model(manifest),
             manifest.versions.get("dynamo"),
             ", ".join(aiperf) or manifest.versions.get("aiperf"),
             manifest.nodes_summary, manifest.total_gpus,
             kv_transport.describe(manifest.extra.get("kv_transport", {})))) + " |")
-    return ["\n".join(lines) + "\n"]
+    return ["\n".join(lines) + "\n"] + [f"{note}\n" for note in inputs.selection.notes]
+
+
+def _model(manifest: RunManifest) -> str:
+    """The model the run represents, and what stood in for it when something did."""
+    stand_in = manifest.extra.get(STAND_IN)
+    return f"{manifest.model}, stood in for by {stand_in}" if stand_in else manifest.model
 
 
 def _problems(inputs: ReportInputs, results_dir: Path) -> list[str]:

@@ -28,11 +28,26 @@ PROMPT_TOKENS = "usage_prompt_tokens"
 _HIT_STEP = re.compile(r"^hit(\d+)$")
 
 
+# A figure from fewer requests than its statistic needs is flagged, not a finding: the 99th (or
+# 1st) percentile of fewer than 100 requests is the most extreme request, or interpolated
+# towards it; under 10 requests no summary of them says much.
+TAIL_MIN_REQUESTS = 100
+MIN_REQUESTS = 10
+FEW_REQUESTS = "few_requests"  # per row: the keys of its flagged figures
+
+
 @dataclass(frozen=True)
 class Column:
     key: str
     header: str
     in_markdown: bool = True
+    min_requests: int = 0  # the row's `requests` below this flags the figure
+
+
+def figure(key: str, header: str, in_markdown: bool = True) -> Column:
+    """A column summarising the row's requests, flagged when they are too few for it."""
+    tail = any(part in ("p1", "p99") for part in key.split("_"))
+    return Column(key, header, in_markdown, TAIL_MIN_REQUESTS if tail else MIN_REQUESTS)
 
 
 @dataclass(frozen=True)
@@ -41,6 +56,19 @@ class Table:
     title: str
     columns: list[Column]
     rows: list[dict[str, Any]]
+
+    def __post_init__(self) -> None:
+        """Every row names its figures computed from too few requests (`requests` column)."""
+        if not any(column.min_requests for column in self.columns):
+            return
+        self.columns.append(Column(FEW_REQUESTS, "figures from too few requests",
+                                   in_markdown=False))
+        for row in self.rows:
+            count = row.get("requests")
+            row[FEW_REQUESTS] = " ".join(
+                column.key for column in self.columns
+                if column.min_requests and row.get(column.key) is not None
+                and (count is None or count < column.min_requests))
 
 
 def _identity(run: GraphRun) -> dict[str, Any]:
@@ -105,30 +133,32 @@ def sweep_table(runs: list[GraphRun]) -> Table:
     return Table("concurrency_sweep", "Concurrency sweep", [
         *IDENTITY, Column("concurrency", "concurrency"), Column("isl", "ISL"),
         Column("osl", "OSL"), Column("requests", "requests"),
-        Column("ttft_p50_ms", "TTFT p50 (ms)"), Column("ttft_p99_ms", "TTFT p99 (ms)"),
-        Column("itl_p50_ms", "ITL p50 (ms)"), Column("itl_p99_ms", "ITL p99 (ms)"),
-        Column("output_tokens_per_s", "output tok/s"),
-        Column("latency_p50_ms", "latency p50 (ms)"), Column("latency_p99_ms", "latency p99 (ms)"),
-        Column("tokens_per_s_per_user", "tok/s/user"), Column("tokens_per_s_per_gpu", "tok/s/GPU"),
+        figure("ttft_p50_ms", "TTFT p50 (ms)"), figure("ttft_p99_ms", "TTFT p99 (ms)"),
+        figure("itl_p50_ms", "ITL p50 (ms)"), figure("itl_p99_ms", "ITL p99 (ms)"),
+        figure("output_tokens_per_s", "output tok/s"),
+        figure("latency_p50_ms", "latency p50 (ms)"), figure("latency_p99_ms", "latency p99 (ms)"),
+        figure("tokens_per_s_per_user", "tok/s/user"), figure("tokens_per_s_per_gpu", "tok/s/GPU"),
         Column("step", "step", in_markdown=False), SOURCE], rows)
 
 
 def pareto_table(sweep: Table) -> Table:
-    """Each graph's sweep points with the ones no other point of that graph beats on both axes."""
+    """Every sweep point, marked when no point of either graph beats it on both axes: the
+    frontier of the two graphs together."""
     axes = ("tokens_per_s_per_user", "tokens_per_s_per_gpu")
-    points = [{key: row[key] for key in ("graph", "run_id", "simulated", "concurrency", *axes)}
+    points = [{key: row[key] for key in ("graph", "run_id", "simulated", "concurrency",
+                                         "requests", *axes)}
               for row in sweep.rows if None not in (row[axes[0]], row[axes[1]])]
 
     def dominates(one: dict[str, Any], other: dict[str, Any]) -> bool:
-        return (one["graph"] == other["graph"] and all(one[axis] >= other[axis] for axis in axes)
+        return (all(one[axis] >= other[axis] for axis in axes)
                 and any(one[axis] > other[axis] for axis in axes))
 
     rows = [point | {"pareto_optimal": not any(dominates(other, point) for other in points)}
             for point in points]
     return Table("pareto", "Pareto: tokens/s per GPU vs tokens/s per user", [
-        *IDENTITY, Column("concurrency", "concurrency"),
-        Column("tokens_per_s_per_user", "tok/s/user"), Column("tokens_per_s_per_gpu", "tok/s/GPU"),
-        Column("pareto_optimal", "Pareto-optimal")], rows)
+        *IDENTITY, Column("concurrency", "concurrency"), Column("requests", "requests"),
+        figure("tokens_per_s_per_user", "tok/s/user"), figure("tokens_per_s_per_gpu", "tok/s/GPU"),
+        Column("pareto_optimal", "on the frontier (both graphs)")], rows)
 
 
 def cost_table(runs: list[GraphRun], sweep: Table, problems: list[Problem]) -> Table:
@@ -144,17 +174,18 @@ def cost_table(runs: list[GraphRun], sweep: Table, problems: list[Problem]) -> T
         if row["graph"] not in priced:
             continue
         manifest, hourly = priced[row["graph"]]
-        rows.append({key: row[key] for key in ("graph", "run_id", "simulated", "concurrency")} | {
+        rows.append({key: row[key] for key in ("graph", "run_id", "simulated", "concurrency",
+                                                "requests")} | {
             "nodes": manifest.nodes_summary, "gpus": manifest.total_gpus, "usd_per_hour": hourly,
             "output_tokens_per_s": row["output_tokens_per_s"],
             "usd_per_million_output_tokens": usd_per_million_tokens(hourly,
                                                                     row["output_tokens_per_s"]),
         })
     return Table("cost_efficiency", f"Cost efficiency ({PRICES_DATED})", [
-        *IDENTITY, Column("concurrency", "concurrency"), Column("nodes", "nodes"),
-        Column("gpus", "GPUs"), Column("usd_per_hour", "$/h"),
-        Column("output_tokens_per_s", "output tok/s"),
-        Column("usd_per_million_output_tokens", "$/1M output tokens")], rows)
+        *IDENTITY, Column("concurrency", "concurrency"), Column("requests", "requests"),
+        Column("nodes", "nodes"), Column("gpus", "GPUs"), Column("usd_per_hour", "$/h"),
+        figure("output_tokens_per_s", "output tok/s"),
+        figure("usd_per_million_output_tokens", "$/1M output tokens")], rows)
 
 
 def prefix_cache_table(runs: list[GraphRun], problems: list[Problem]) -> Table:
@@ -168,6 +199,7 @@ def prefix_cache_table(runs: list[GraphRun], problems: list[Problem]) -> Table:
         export = result.export
         rows.append({**_identity(run), "hit_ratio_pct": int(match.group(1)),
                      "concurrency": export.concurrency,
+                     "requests": export.stat("request_count", "avg"),
                      "ttft_p50_ms": export.stat(TTFT, "p50"),
                      "ttft_avg_ms": export.stat(TTFT, "avg"),
                      "output_tokens_per_s": export.stat(OUTPUT_TPS, "avg"),
@@ -180,11 +212,12 @@ def prefix_cache_table(runs: list[GraphRun], problems: list[Problem]) -> Table:
         row["throughput_gain_pct"] = _gain_pct(row["output_tokens_per_s"],
                                                base.get("output_tokens_per_s"))
     return Table("prefix_cache", "Prefix-cache effect", [
-        *IDENTITY, Column("hit_ratio_pct", "hit ratio (%)"), Column("concurrency", "concurrency"),
-        Column("ttft_p50_ms", "TTFT p50 (ms)"), Column("ttft_avg_ms", "TTFT avg (ms)"),
-        Column("ttft_p50_reduction_pct", "TTFT p50 reduction vs 0 % (%)"),
-        Column("output_tokens_per_s", "output tok/s"),
-        Column("throughput_gain_pct", "throughput gain vs 0 % (%)"), SOURCE], rows)
+        *IDENTITY, Column("hit_ratio_pct", "configured shared-prefix share (%)"),
+        Column("concurrency", "concurrency"), Column("requests", "requests"),
+        figure("ttft_p50_ms", "TTFT p50 (ms)"), figure("ttft_avg_ms", "TTFT avg (ms)"),
+        figure("ttft_p50_reduction_pct", "TTFT p50 reduction vs 0 % (%)"),
+        figure("output_tokens_per_s", "output tok/s"),
+        figure("throughput_gain_pct", "throughput gain vs 0 % (%)"), SOURCE], rows)
 
 
 def sequence_distribution_table(runs: list[GraphRun]) -> Table:
@@ -206,11 +239,11 @@ def sequence_distribution_table(runs: list[GraphRun]) -> Table:
     return Table("sequence_distribution", "Sequence-distribution stability", [
         *IDENTITY, Column("distribution", "distribution"), Column("requests", "requests"),
         Column("isl_avg", "ISL avg"), Column("isl_p99", "ISL p99"), Column("osl_avg", "OSL avg"),
-        Column("ttft_p50_ms", "TTFT p50 (ms)"), Column("ttft_p99_ms", "TTFT p99 (ms)"),
-        Column("ttft_cv", "TTFT CV"), Column("ttft_p99_over_p50", "TTFT p99/p50"),
-        Column("tps_user_p50", "tok/s/user p50"), Column("tps_user_p99", "tok/s/user p99"),
-        Column("tps_user_cv", "tok/s/user CV"), Column("output_tokens_per_s", "output tok/s"),
-        *[Column(key, key, in_markdown=False) for key in
+        figure("ttft_p50_ms", "TTFT p50 (ms)"), figure("ttft_p99_ms", "TTFT p99 (ms)"),
+        figure("ttft_cv", "TTFT CV"), figure("ttft_p99_over_p50", "TTFT p99/p50"),
+        figure("tps_user_p50", "tok/s/user p50"), figure("tps_user_p99", "tok/s/user p99"),
+        figure("tps_user_cv", "tok/s/user CV"), figure("output_tokens_per_s", "output tok/s"),
+        *[figure(key, key, in_markdown=False) for key in
           ("ttft_p25_ms", "ttft_p75_ms", "ttft_p1_ms", "ttft_std_ms", "ttft_avg_ms",
            "tps_user_p1", "tps_user_p25", "tps_user_p75", "tps_user_std", "tps_user_avg",
            "tps_user_p99_over_p50")],
@@ -255,12 +288,12 @@ def multi_turn_tables(runs: list[GraphRun]) -> tuple[Table, Table]:
         Table("multi_turn_per_turn", "Multi-turn: TTFT per turn", [
             *IDENTITY, Column("step", "step"), Column("turn", "turn"),
             Column("requests", "requests"),
-            Column("ttft_avg_ms", "TTFT avg (ms)"), Column("ttft_p50_ms", "TTFT p50 (ms)"),
+            figure("ttft_avg_ms", "TTFT avg (ms)"), figure("ttft_p50_ms", "TTFT p50 (ms)"),
             Column("cache_hit_pct", "cache hit (%)")], per_turn),
         Table("multi_turn", "Multi-turn conversations", [
             *IDENTITY, Column("step", "step"), Column("concurrency", "concurrency"),
             Column("conversations", "conversations"), Column("requests", "requests"),
-            Column("ttft_p50_ms", "TTFT p50 (ms)"),
+            figure("ttft_p50_ms", "TTFT p50 (ms)"),
             Column("conversation_time_avg_s", "conversation time avg (s)"),
             Column("conversation_time_p50_s", "conversation time p50 (s)"),
             Column("conversation_time_max_s", "conversation time max (s)"),

@@ -205,8 +205,9 @@ def test_the_first_benchmark_job_puts_the_checks_record_into_the_manifest(tmp_pa
 def test_every_sources_row_names_its_kv_path(tmp_path):
     from jobs import run_manifest
     from local_lab import cloud_shape
-    from report.inputs import GraphRun
+    from report.inputs import GraphRun, ReportInputs
     from report.render import _sources
+    from report.selection import Selection
     cloud = cloud_shape.manifest("r1", "disagg", "cloud", "m", "2026-11-29T23:00:00Z")
     cloud = run_manifest.RunManifest(**{**cloud.__dict__, "simulated": False, "extra": {
         "kv_transport": kv_transport.verdict("g", "efa", efa_graph(), 8, 8, None).record}})
@@ -214,7 +215,8 @@ def test_every_sources_row_names_its_kv_path(tmp_path):
                                      kv_router=asdict_router(ROUTER_WITH_EVENTS))
     unchecked = cloud_shape.manifest("r3", "agg", "cloud", "m", "2026-11-29T23:00:00Z")
     unchecked = run_manifest.RunManifest(**{**unchecked.__dict__, "simulated": False, "extra": {}})
-    (table,) = _sources([GraphRun(m, tmp_path) for m in (cloud, simulated, unchecked)])
+    runs = [GraphRun(m, tmp_path) for m in (cloud, simulated, unchecked)]
+    (table,) = _sources(ReportInputs(runs=runs, problems=[], selection=Selection(chosen={})))
     rows = [line for line in table.splitlines() if line.startswith("|")]
     assert rows[0].endswith("| KV path |")
     assert rows[2].endswith("| EFA (NIXL LIBFABRIC): 8 transfers, 24.0 MiB, 4.0 ms mean |")

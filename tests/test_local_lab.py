@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,9 +31,23 @@ def _run_dir(tmp_path: Path) -> Path:
     return run_dir
 
 
+@pytest.fixture
+def lab_tmp(tmp_path):
+    """Where the lab writes: as root, its processes run as `nobody` (local_lab/run_as.py) and
+    need a directory they can reach, which pytest's root-only tmp_path is not."""
+    if os.geteuid() != 0:
+        yield tmp_path
+        return
+    path = Path(tempfile.mkdtemp(prefix="benchlab-e2e-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.e2e
-def test_quick_lab_runs_both_graphs_and_builds_the_report_from_aiperf_exports(tmp_path):
-    result = subprocess.run(_lab(tmp_path, "--profile", "quick"), cwd=REPO, text=True,
+def test_quick_lab_runs_both_graphs_and_builds_the_report_from_aiperf_exports(lab_tmp):
+    tmp_path = lab_tmp
+    result = subprocess.run(_lab(tmp_path, "--preset", "quick"), cwd=REPO, text=True,
                             capture_output=True, timeout=LAB_TIMEOUT_SECONDS)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run_dir = _run_dir(tmp_path)
@@ -83,8 +100,9 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.e2e
-def test_ctrl_c_stops_every_process_the_lab_started(tmp_path):
-    lab = subprocess.Popen(_lab(tmp_path, "--profile", "quick", "--graphs", "agg"), cwd=REPO,
+def test_ctrl_c_stops_every_process_the_lab_started(lab_tmp):
+    tmp_path = lab_tmp
+    lab = subprocess.Popen(_lab(tmp_path, "--preset", "quick", "--graphs", "agg"), cwd=REPO,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     started: set[int] = set()
     try:
@@ -144,7 +162,7 @@ def test_missing_tool_binary_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("flag, value, allowed", [
     ("--graphs", "agg,mixed", "allowed graphs are agg, disagg"),
-    ("--profile", "fast", "choose from 'full', 'quick'"),
+    ("--preset", "fast", "choose from 'full', 'quick'"),
     ("--frontend-port", "80", "allowed: 1024-65535"),
 ])
 def test_bad_flags_name_the_flag_and_what_is_allowed(tmp_path, flag, value, allowed):

@@ -7,6 +7,7 @@ import re
 import typing
 
 from jobs import typed_mapping
+from jobs.names import NODE_GROUPS
 from stacks import config
 from tests.conftest import REPO
 
@@ -47,3 +48,25 @@ def test_config_reference_lists_every_key_and_no_other():
 def test_readme_test_command_is_what_ci_runs():
     assert "./benchlab test" in README
     assert "./benchlab test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_readme_stands_alone_without_the_reference_material_beside_the_repo():
+    """A user who clones the project has no ../shared: nothing may point there."""
+    for pattern in (r"\.\./shared", r"\bshared/(DESIGN|reference)", r"DESIGN\.md"):
+        assert not re.search(pattern, README), pattern
+
+
+def test_first_screen_campaign_cost_and_time_are_what_cost_says():
+    """The figures beside the two commands come from `benchlab cost` of the shipped stacks."""
+    from cli import cost, pricing, stack_file
+
+    first_screen = README.split("## The cloud lab", 1)[0]
+    for stack in ("smoke", "dev"):
+        cfg = stack_file.load(stack).config()
+        types = sorted({getattr(cfg.node_groups, role).instance_type for role in NODE_GROUPS})
+        estimate = cost.estimate(cfg, pricing.table_prices(types))
+        [row] = [line for line in first_screen.splitlines() if f"`Pulumi.{stack}.yaml`" in line]
+        assert f"~{estimate.total_minutes:.0f} min" in row, stack
+        assert f"~${estimate.total_usd:.0f} " in row, stack
+        for graph in ("agg", "disagg"):
+            assert f"${sum(estimate.hourly[graph].values()):.2f}/h {graph}" in row, stack

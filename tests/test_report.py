@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 import statistics
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,15 @@ from PIL import Image
 from tests.conftest import AIPERF_VERSIONS as VERSIONS, unpack_aiperf_exports
 
 from jobs import exports
+from report.inputs import load_results
 from report.render import ABSENT, REPORT_FILE, TABLES_DIR, build_report
 from report.plots import SIMULATED_NOTE
 from jobs.run_manifest import (ManifestError, ModeStatus, NodeGroup, RunManifest, WorkerSpec,
                                      read_manifest, write_manifest, write_status)
 from cli.cli import main as lab_main
-from facts.instances import PRICES_AS_OF, facts
+from facts.instances import PRICES_AS_OF, facts, stale_prices_warning
+from local_lab import cloud_shape
+from stacks.config import StackConfig
 
 NODES = {
     "agg": [NodeGroup("prefill", "p4d.24xlarge", 1, 8)],
@@ -187,16 +191,39 @@ def test_simulated_results_are_labelled_everywhere(one_run):
             assert SIMULATED_NOTE in image.text["Title"]  # every plot here has agg rows
 
 
-def test_pareto_marks_the_levels_no_other_level_of_the_graph_beats(one_run):
+def test_pareto_marks_the_frontier_of_both_graphs_together(one_run):
     _, report = one_run
     rows = table(report, "pareto")
     assert len(rows) == len(table(report, "concurrency_sweep"))
+    assert len({row["graph"] for row in rows}) == 2
     for row in rows:
-        beaten = any(other["graph"] == row["graph"] and other is not row
+        beaten = any(other is not row
                      and other["tokens_per_s_per_user"] >= row["tokens_per_s_per_user"]
                      and other["tokens_per_s_per_gpu"] >= row["tokens_per_s_per_gpu"]
+                     and (other["tokens_per_s_per_user"], other["tokens_per_s_per_gpu"])
+                     != (row["tokens_per_s_per_user"], row["tokens_per_s_per_gpu"])
                      for other in rows)
         assert row["pareto_optimal"] == (not beaten)
+        assert row["requests"] is not None
+    assert any(row["pareto_optimal"] for row in rows)
+
+
+def test_every_figure_table_row_carries_its_request_count_and_flags_too_few(one_run):
+    _, report = one_run
+    markdown = report.read_text()
+    for name in ("concurrency_sweep", "pareto", "cost_efficiency", "prefix_cache",
+                 "sequence_distribution", "multi_turn", "multi_turn_per_turn"):
+        rows = table(report, name)
+        assert rows and all(row["requests"] for row in rows), name
+        for row in rows:
+            flagged = set(row["few_requests"].split())
+            if "ttft_p99_ms" in row:  # a p99 needs 100 requests, a p50 ten
+                assert ("ttft_p99_ms" in flagged) == (row["requests"] < 100), name
+            if "ttft_p50_ms" in row:
+                assert ("ttft_p50_ms" in flagged) == (row["requests"] < 10), name
+    # the fixtures' runs are short: their p99s are flagged where shown, with the reason
+    sweep = markdown.split("## Concurrency sweep")[1].split("\n## ")[0]
+    assert " †" in sweep and "† from too few requests to be a finding" in sweep
 
 
 def test_malformed_and_missing_exports_are_named_and_the_rest_still_count(trees, tmp_path):
@@ -231,18 +258,23 @@ def test_malformed_and_missing_exports_are_named_and_the_rest_still_count(trees,
     assert [row["hit_ratio_pct"] for row in table(report, "prefix_cache")] == [0, 100]
 
 
-def test_a_root_of_several_runs_uses_the_newest_run_of_each_graph(trees, tmp_path):
-    add_run(tmp_path, "run-old", trees["0.9.0"], "2026-11-20T08:00:00Z",
-            {"agg": False, "disagg": False})
-    add_run(tmp_path, "run-new", trees["0.13.0"], "2026-11-21T08:00:00Z",
-            {"agg": False, "disagg": False}, graphs=("agg",))
+def test_a_root_of_single_graph_runs_pairs_the_newest_of_each_and_says_so(trees, tmp_path):
+    """The cloud campaign: one `pulumi up` per graph, so every pair spans two runs."""
+    add_run(tmp_path, "run-agg-old", trees["0.9.0"], "2026-11-19T08:00:00Z",
+            {"agg": False}, graphs=("agg",))
+    add_run(tmp_path, "run-disagg", trees["0.9.0"], "2026-11-20T08:00:00Z",
+            {"disagg": False}, graphs=("disagg",))
+    add_run(tmp_path, "run-agg-new", trees["0.13.0"], "2026-11-21T08:00:00Z",
+            {"agg": False}, graphs=("agg",))
     report = build_report(tmp_path, tmp_path / "report")
     runs = {row["graph"]: row["run_id"] for row in table(report, "concurrency_sweep")}
-    assert runs == {"agg": "run-new", "disagg": "run-old"}
+    assert runs == {"agg": "run-agg-new", "disagg": "run-disagg"}
     sources = report.read_text().split("## Sources")[1].split("\n## ")[0]
-    assert "| agg | run-new |" in sources and "| disagg | run-old |" in sources
+    assert "| agg | run-agg-new |" in sources and "| disagg | run-disagg |" in sources
     assert "0.13.0" in sources and "0.9.0" in sources  # the AIPerf that wrote each run's exports
     assert SIMULATED_NOTE not in report.read_text()
+    assert any("the graphs come from different runs: agg of run run-agg-new" in warning
+               for warning in warnings_of(report))
 
 
 def test_a_graph_without_manifest_is_named_and_left_out(trees, tmp_path):
@@ -304,3 +336,139 @@ def test_cli_builds_the_report_and_rejects_a_missing_directory(trees, tmp_path, 
     assert (run / "report" / REPORT_FILE).is_file()
     assert lab_main(["report", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def interrupted_run(root: Path, run_id: str, tree: Path, created: str) -> Path:
+    """What an interrupted `benchlab local` leaves: agg only, its last two modes not ok."""
+    run = add_run(root, run_id, tree, created, {"agg": True}, graphs=("agg",))
+    write_status(run / "agg/sequence_distribution",
+                 ModeStatus("failed", "interrupted", created, created, 60, ["uniform"]))
+    shutil.rmtree(run / "agg/prefix_cache")
+    write_status(run / "agg/prefix_cache",
+                 ModeStatus("skipped", "interrupted before this mode", created, created, 60, []))
+    return run
+
+
+def complete_tree(tree: Path, target: Path) -> Path:
+    """Real exports of all four modes for both graphs (disagg's recorded ones are the sweep
+    only, so disagg's other modes reuse agg's exports)."""
+    shutil.copytree(tree / "agg", target / "agg")
+    shutil.copytree(tree / "agg", target / "disagg")
+    shutil.rmtree(target / "disagg/concurrency_sweep")
+    shutil.copytree(tree / "disagg/concurrency_sweep", target / "disagg/concurrency_sweep")
+    return target
+
+
+def warnings_of(report: Path) -> list[str]:
+    head = report.read_text().split("## Sources")[0]
+    return [line for line in head.splitlines() if line.startswith("> **Warning:")]
+
+
+def test_an_interrupted_newer_run_does_not_mix_into_a_complete_older_pair(trees, tmp_path):
+    root = tmp_path / "results"
+    add_run(root, "run-old", complete_tree(trees["0.9.0"], tmp_path / "tree"),
+            "2026-11-20T08:00:00Z", {"agg": True, "disagg": True})
+    interrupted_run(root, "run-new", trees["0.9.0"], "2026-11-21T08:00:00Z")
+    inputs = load_results(root)
+    assert [(run.graph, run.manifest.run_id) for run in inputs.runs] == \
+        [("agg", "run-old"), ("disagg", "run-old")]
+    assert inputs.selection.warnings == []
+    assert inputs.selection.notes == [
+        "Newer agg of run run-new (created 2026-11-21T08:00:00Z) not used: partial: "
+        "sequence_distribution (failed), prefix_cache (skipped)."]
+
+
+def test_the_interrupted_run_alone_is_reported_with_a_partial_warning(trees, tmp_path):
+    run = interrupted_run(tmp_path, "run-new", trees["0.9.0"], "2026-11-21T08:00:00Z")
+    write_manifest(run / "agg", cloud_shape.manifest("run-new", "agg", "quick", "/lab/model",
+                                                     "2026-11-21T08:00:00Z"))
+    report = build_report(run, tmp_path / "report")
+    [partial] = [w for w in warnings_of(report) if "partial" in w]
+    assert "agg of run run-new is partial: sequence_distribution (failed), " \
+           "prefix_cache (skipped) did not finish" in partial
+    assert "No disagg run found" in report.read_text()
+    # the model the run stands for, and what served in its place
+    assert f"| {StackConfig().model.id}, stood in for by a generated tokenizer (/lab/model) " \
+           "served by Dynamo's mocker" in report.read_text()
+    assert [w for w in warnings_of(report) if f"price table is dated {PRICES_AS_OF}" in w]
+
+
+def test_a_price_table_is_stale_after_six_months():
+    dated = date.fromisoformat(PRICES_AS_OF)
+    assert stale_prices_warning(dated + timedelta(days=180)) is None
+    assert "months ago" in stale_prices_warning(dated + timedelta(days=200))
+
+
+def test_graphs_from_runs_of_different_profiles_are_a_warning(trees, tmp_path):
+    add_run(tmp_path, "run-quick", trees["0.9.0"], "2026-11-20T08:00:00Z",
+            {"disagg": True}, graphs=("disagg",))
+    run = add_run(tmp_path, "run-full", trees["0.9.0"], "2026-11-21T08:00:00Z",
+                  {"agg": True}, graphs=("agg",))
+    write_manifest(run / "agg", manifest("run-full", "agg", "2026-11-21T08:00:00Z", True,
+                                         profile="full"))
+    warnings = load_results(tmp_path).selection.warnings
+    assert any("different runs: agg of run run-full" in w for w in warnings)
+    assert "the graphs differ in profile: agg full, disagg smoke" in warnings
+
+
+def test_a_pair_that_belongs_together_wins_over_a_newer_mismatched_graph(trees, tmp_path):
+    add_run(tmp_path, "run-1", trees["0.9.0"], "2026-11-20T08:00:00Z",
+            {"agg": True, "disagg": True})
+    run = add_run(tmp_path, "run-2", trees["0.9.0"], "2026-11-21T08:00:00Z",
+                  {"agg": True}, graphs=("agg",))
+    write_manifest(run / "agg", manifest("run-2", "agg", "2026-11-21T08:00:00Z", True,
+                                         versions={"dynamo": "1.0.0", "aiperf": "0.9.0"}))
+    inputs = load_results(tmp_path)
+    assert {run.manifest.run_id for run in inputs.runs} == {"run-1"}
+    assert "does not belong with disagg of run run-1" in inputs.selection.notes[0]
+
+
+@pytest.mark.parametrize("where, hint", [
+    ("", "expected <run id>/<agg|disagg>/manifest.json"),
+    ("run-1/agg", "this looks like a graph directory (<run>/<graph>); pass its parent"),
+    ("run-1/agg/concurrency_sweep", "this looks like a mode directory"),
+])
+def test_no_runs_is_an_error_with_a_hint(trees, tmp_path, capsys, where, hint):
+    root = tmp_path / "results"
+    root.mkdir()
+    if where:
+        add_run(root, "run-1", trees["0.9.0"], "2026-11-22T10:00:00Z", {"agg": True, "disagg": True})
+    assert lab_main(["report", str(root / where)]) == 2
+    err = capsys.readouterr().err
+    assert f"benchlab report: error: no runs in {root / where}" in err and hint in err
+    assert not (root / where / "report").exists()
+
+
+def test_plots_start_at_zero_tell_p50_from_p99_and_say_what_they_show(one_run):
+    """Drawn from the report's own rows, then read back from the matplotlib figures."""
+    import matplotlib.pyplot as plt
+    from report import plots
+
+    _, report = one_run
+    figures = {}
+    for name, draw in (("concurrency_sweep", plots._concurrency_sweep),
+                       ("prefix_cache", plots._prefix_cache),
+                       ("sequence_distribution", plots._sequence_distribution),
+                       ("pareto", plots._pareto)):
+        figures[name] = plt.figure()
+        assert draw(table(report, name), figures[name]), name
+    try:
+        for name, fig in figures.items():
+            for axes in fig.axes:
+                assert axes.get_ylim()[0] == 0, name
+        for axes in figures["concurrency_sweep"].axes:
+            assert axes.get_xscale() == "log" and "log scale" in axes.get_xlabel()
+            styles = {line.get_label().rsplit(" ", 1)[-1]: (line.get_marker(), line.get_linestyle())
+                      for line in axes.get_lines()}
+            if "p99" in styles:
+                assert styles["p50"][0] != styles["p99"][0] and styles["p50"][1] != styles["p99"][1]
+        assert all("configured shared-prefix share" in axes.get_xlabel()
+                   for axes in figures["prefix_cache"].axes)
+        assert "whiskers p1-p99" in figures["sequence_distribution"]._supxlabel.get_text()
+        [pareto] = figures["pareto"].axes
+        assert pareto.get_xlim()[0] == 0
+        assert "frontier (both graphs)" in [line.get_label() for line in pareto.get_lines()]
+        assert "better" in [text.get_text() for text in pareto.texts]
+    finally:
+        for fig in figures.values():
+            plt.close(fig)

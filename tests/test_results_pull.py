@@ -3,6 +3,8 @@ own upload: the run layout mirrored locally, repeat pulls skip what is there, in
 downloads continue, errors are clear."""
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import boto3
@@ -168,7 +170,11 @@ def test_cli_pull_list_and_errors(s3, bucket, tmp_path, capsys):
     assert cli.main(["results", "pull", "--bucket", BUCKET, "--run", "r1", "--out", str(out)]) == 0
     assert "already present" in capsys.readouterr().out
     assert cli.main(["results", "list", "--bucket", BUCKET]) == 0
-    assert capsys.readouterr().out.split() == ["r1", "r2"]
+    assert [line.split() for line in capsys.readouterr().out.splitlines()] == [
+        ["run", "id", "graph", "profile", "created"],
+        ["r1", "agg", "cloud", "2025-06-20T10:00:00Z"],
+        ["r1", "disagg", "cloud", "2025-06-20T10:00:00Z"],
+        ["r2", "agg", "cloud", "2025-06-20T10:00:00Z"]]
     assert cli.main(["results", "pull", "--bucket", "no-such-bucket", "--out", str(out)]) == 2
     assert "NoSuchBucket" in capsys.readouterr().err
 
@@ -179,3 +185,51 @@ def test_cli_help_names_the_options(capsys):
     assert exit_.value.code == 0
     help_text = capsys.readouterr().out
     assert all(flag in help_text for flag in ("--bucket", "--run", "--out"))
+
+
+def test_list_as_json_names_graph_profile_and_date_of_every_run(s3, bucket, capsys):
+    assert cli.main(["results", "list", "--bucket", BUCKET, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(run["run_id"], run["graph"], run["profile"], run["created"]) for run in listed] == [
+        ("r1", "agg", "cloud", "2025-06-20T10:00:00Z"), ("r1", "disagg", "cloud",
+                                                         "2025-06-20T10:00:00Z"),
+        ("r2", "agg", "cloud", "2025-06-20T10:00:00Z")]
+
+
+def fake_pulumi(directory: Path, outputs: dict, selected: str = "smoke") -> Path:
+    """A `pulumi` on PATH answering `stack --show-name` and `stack output --json --stack S`,
+    and logging its arguments."""
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "pulumi"
+    script.write_text(f"""#!/bin/sh
+echo "$@" >> {directory}/calls
+case "$1 $2" in
+  "stack --show-name") echo {selected} ;;
+  "stack output") echo '{json.dumps(outputs)}' ;;
+  *) exit 1 ;;
+esac
+""")
+    script.chmod(0o755)
+    return directory
+
+
+def test_the_bucket_comes_from_the_stack_outputs(s3, bucket, tmp_path, monkeypatch, capsys):
+    bin_dir = fake_pulumi(tmp_path / "bin", {"resultsBucket": BUCKET, "region": "us-east-1"})
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    assert cli.main(["results", "list", "--stack", "dev", "--json"]) == 0
+    assert {run["run_id"] for run in json.loads(capsys.readouterr().out)} == {"r1", "r2"}
+    assert cli.main(["results", "list", "--json"]) == 0  # the selected stack's outputs
+    assert (bin_dir / "calls").read_text().splitlines() == [
+        "stack output --json --stack dev --non-interactive",
+        "stack --show-name --non-interactive",
+        "stack output --json --stack smoke --non-interactive"]
+
+
+def test_without_bucket_or_pulumi_the_error_says_what_to_pass(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no pulumi
+    assert cli.main(["results", "list"]) == 2
+    assert "pulumi CLI is not installed here" in capsys.readouterr().err
+    bin_dir = fake_pulumi(tmp_path / "bin", {"kubeconfig": "[secret]"})
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert cli.main(["results", "pull", "--stack", "dev"]) == 2
+    assert "stack dev has no output resultsBucket" in capsys.readouterr().err
