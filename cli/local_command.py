@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         _check_ports(args)  # on the host's loopback a busy port fails before any install
     user = run_as.unprivileged_user()
     try:
-        _prepare(args, user)
+        user = _prepare(args, user)
     except KeyboardInterrupt:  # nothing of the lab runs yet
         print("benchlab local: interrupted during setup", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -86,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
     return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
-def _prepare(args: argparse.Namespace, user: run_as.RunAs | None) -> None:
-    """Everything that needs the real network or is slow to repeat: done once, outside."""
+def _prepare(args: argparse.Namespace, user: run_as.RunAs | None) -> run_as.RunAs | None:
+    """Everything that needs the real network or is slow to repeat: done once, outside.
+    Returns whom the lab's processes run as."""
     tools = args.tools_dir.resolve()
     try:
         tool_venvs.ensure_tools(tools, install=not args.no_install)
@@ -95,12 +96,11 @@ def _prepare(args: argparse.Namespace, user: run_as.RunAs | None) -> None:
         raise CliError(str(err)) from None
     model = ensure_model_dir(args.work_dir.resolve() / "model")
     if user is None:
-        return
+        return None
     for directory in (args.out.resolve(), args.work_dir.resolve()):
         directory.mkdir(parents=True, exist_ok=True)
     python = str(tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "python"))
-    try:
-        run_as.check_runnable(user, {
+    trials = {
             "the Dynamo venv": [python, "-c", "import dynamo.frontend, dynamo.mocker"],
             "nats-server": [str(tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "nats-server")),
                             "--version"],
@@ -108,9 +108,19 @@ def _prepare(args: argparse.Namespace, user: run_as.RunAs | None) -> None:
             "the generated tokenizer": ["test", "-r", str(model / "tokenizer.json")],
             f"the results directory {args.out}": ["test", "-x", str(args.out.resolve())],
             f"the work directory {args.work_dir}": ["test", "-x", str(args.work_dir.resolve())],
-        })
+    }
+    try:
+        run_as.check_runnable(user, trials)
+        return user
     except run_as.RunAsError as err:
-        raise CliError(str(err)) from None
+        fallback = run_as.capless_root()
+        try:
+            run_as.check_runnable(fallback, trials)
+        except run_as.RunAsError:
+            raise CliError(str(err)) from None
+        print(f"benchlab local: {err}; running the lab's processes as root without any "
+              "capability (setpriv) instead", file=sys.stderr)
+        return fallback
 
 
 def _namespace_prefix(choice: str) -> list[str] | None:

@@ -149,3 +149,24 @@ def test_as_root_a_tool_the_user_cannot_run_stops_the_lab_before_it_starts(open_
     run_as.check_runnable(run_as.unprivileged_user({}), {"sh": ["sh", "-c", "exit 0"]})
     with pytest.raises(run_as.RunAsError, match=r"as nobody .* cannot run AIPerf"):
         run_as.check_runnable(run_as.unprivileged_user({}), {"AIPerf": [str(tool)]})
+
+
+@needs_root
+def test_where_no_unprivileged_user_can_run_the_tools_root_runs_them_without_capabilities(open_tmp):
+    """A project under a directory only root may enter (/root, a 0700 temporary directory):
+    nobody cannot run its venvs, so the lab's processes run as root with no capability."""
+    private = open_tmp / "private"
+    private.mkdir(mode=0o700)
+    tool = private / "tool"
+    tool.write_text("#!/bin/sh\nexit 0\n")
+    tool.chmod(0o755)
+    capless = run_as.capless_root()
+    run_as.check_runnable(capless, {"AIPerf": [str(tool)]})  # root without capabilities can
+    assert run_as.from_env(capless.to_env()) == capless
+    processes = ProcessGroup(open_tmp / "logs", capless)
+    code = processes.run_to_end("caps", ["grep", "-E", "^Cap(Eff|Prm|Bnd)", "/proc/self/status"],
+                                dict(os.environ), timeout=30)
+    caps = dict(line.split(":\t") for line in (open_tmp / "logs" / "caps.log").read_text().splitlines()
+                if line.startswith("Cap"))
+    assert code == 0
+    assert {name: int(value, 16) for name, value in caps.items()} == {"CapPrm": 0, "CapEff": 0, "CapBnd": 0}
