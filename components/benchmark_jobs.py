@@ -48,9 +48,10 @@ def shipped_code_sha() -> str:
     return job_code.digest(shipped_code())
 
 
-def job_timeout_seconds(mode: modes.Mode) -> int:
-    """How long a mode's Job may run: Kubernetes' deadline, and what Pulumi waits (plus a minute)."""
-    return math.ceil(mode.planned_seconds * PLANNED_SLACK) + JOB_OVERHEAD_SECONDS
+def job_timeout_seconds(mode: modes.Mode, repeats: int = 1) -> int:
+    """How long a mode's Job may run: Kubernetes' deadline, and what Pulumi waits (plus a minute).
+    `repeats`: AIPerf runs every step that often (bench.repeats)."""
+    return math.ceil(mode.planned_seconds * repeats * PLANNED_SLACK) + JOB_OVERHEAD_SECONDS
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class Benchmarks(pulumi.ComponentResource):
                 metadata={"namespace": args.namespace, "labels": _labels(mode.name)},
                 spec=spec,
                 # strictly one after another
-                opts=job_code.job_options(self, previous, math.ceil(job_timeout_seconds(mode) / 60)))
+                opts=job_code.job_options(self, previous, math.ceil(job_timeout_seconds(mode, _repeats(args)) / 60)))
             self.jobs.append(job)
             previous = [job]
         self.register_outputs({"configHash": self.plan["config_hash"],
@@ -126,6 +127,10 @@ class Benchmarks(pulumi.ComponentResource):
         return [account, pods_binding, nodes_binding]
 
 
+def _repeats(args: BenchmarksArgs) -> int:
+    return modes.plan_from_mapping(args.plan["bench"]).repeats
+
+
 def _labels(mode: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": "benchmark", "benchlab.io/mode": mode, **PART_OF}
 
@@ -153,7 +158,7 @@ def bench_job_spec(mode: modes.Mode, config_hash: str, args: BenchmarksArgs,
     }
     return {
         "backoffLimit": BENCH_BACKOFF_LIMIT,
-        "activeDeadlineSeconds": job_timeout_seconds(mode),
+        "activeDeadlineSeconds": job_timeout_seconds(mode, _repeats(args)),
         # No ttlSecondsAfterFinished: a Job Kubernetes deleted would be re-created (and re-run)
         # by the next `pulumi up`.
         "template": job_code.job_template(
