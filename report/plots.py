@@ -146,11 +146,23 @@ def _pareto(rows: list[Row], figure) -> bool:
         for x, y, _, concurrency in points:
             axes.annotate(f"c{concurrency}", (x, y), fontsize=7, textcoords="offset points",
                           xytext=(3, 3))
+    _mark_slo(axes, rows)
     axes.set_xlabel("tokens/s per user")
     axes.set_ylabel("tokens/s per GPU")
     if series:
         axes.legend(fontsize=8)
     return bool(series)
+
+
+def _mark_slo(axes, rows: list[Row]) -> None:
+    """Each graph's highest concurrency meeting the goodput SLO, starred and named."""
+    for row in rows:
+        if row.get("highest_meeting_slo") and None not in (row["tokens_per_s_per_user"],
+                                                           row["tokens_per_s_per_gpu"]):
+            point = (row["tokens_per_s_per_user"], row["tokens_per_s_per_gpu"])
+            axes.scatter(*point, marker="*", s=220, color="gold", edgecolors="black", zorder=3)
+            axes.annotate(f"{row['graph']}: highest c meeting SLO = c{row['concurrency']}",
+                          point, fontsize=7, textcoords="offset points", xytext=(6, -12))
 
 
 def _cost(rows: list[Row], figure) -> bool:
