@@ -66,30 +66,30 @@ def recommendations(sweep: list[Row], goodput: list[Row], prefix: list[Row],
     high = [level for level in _common_levels(sweep) if level >= HIGH_CONCURRENCY][-1:]
     top_ratio = max((row["hit_ratio_pct"] for row in prefix), default=None)
     shortest = _shortest_distribution(distributions)
-    scenarios = [
-        ("interactive, low concurrency", "TTFT p50",
-         _at(sweep, "concurrency", low), "ttft_p50_ms", "ms", True,
-         f"at concurrency {low[0]}" if low else "no concurrency level ran on both graphs"),
+    scenarios = [  # (scenario, figure, agg/disagg rows, key, unit, lower is better, where)
+        ("interactive, low concurrency", "TTFT p50", _at(sweep, "concurrency", low),
+         "ttft_p50_ms", "ms", True, f"at concurrency {low[0]}" if low else None,
+         "no concurrency level ran on both graphs"),
         (f"high concurrency (>= {HIGH_CONCURRENCY})", "goodput",
          _at(goodput, "concurrency", high), "goodput_rps", "req/s", False,
-         f"at concurrency {high[0]}" if high else
+         f"at concurrency {high[0]}" if high else None,
          f"no concurrency >= {HIGH_CONCURRENCY} ran on both graphs"),
         ("long shared prefixes", "TTFT p50", _at(prefix, "hit_ratio_pct", [top_ratio]),
          "ttft_p50_ms", "ms", True,
-         f"at {top_ratio} % prefix" if top_ratio is not None else "no prefix-cache step ran"),
+         f"at {top_ratio} % prefix" if top_ratio is not None else None, "no prefix-cache step ran"),
         ("short, variable sequences", "TTFT p50",
          _at(distributions, "distribution", [shortest]), "ttft_p50_ms", "ms", True,
-         f"{shortest} distribution" if shortest else "no sequence distribution ran"),
+         f"on the {shortest} distribution" if shortest else None, "no sequence distribution ran"),
         ("multi-turn chat", "TTFT p50", _by_graph(multi_turn), "ttft_p50_ms", "ms", True,
-         "all turns"),
+         "over all turns", "no multi-turn step ran"),
     ]
     rows = []
-    for scenario, figure, pair, key, unit, lower, where in scenarios:
+    for scenario, figure, pair, key, unit, lower, where, missing in scenarios:
         result = compare(pair.get("agg"), pair.get("disagg"), key, unit, lower)
         mode = {GAIN: "disagg", LOSS: "agg", NOISE: "either (no difference beyond the "
                                                     "intervals)"}.get(result.verdict)
-        basis = f"{figure} {where}: {result.text}" if mode else \
-            f"not answerable from this run: {where if 'no ' in where else result.text}"
+        basis = (f"{figure} {where}: {result.text}" if mode else
+                 f"not answerable from this run: {missing if where is None else result.text}")
         rows.append({"scenario": scenario, "recommended": mode or "—",
                      "figure": (SIMULATED if simulated else "") + basis})
     return rows

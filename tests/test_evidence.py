@@ -1,0 +1,124 @@
+"""Server-side evidence from real captures: AIPerf's server-metrics exports (0.9.0 and 0.13.0),
+its confidence aggregates, and the NATS event plane of a real Dynamo 0.9.1 graph."""
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from jobs import event_plane
+from jobs.event_plane import EventPlaneError
+from jobs.exports import ExportError
+from report import confidence, server_metrics
+
+REPO = Path(__file__).resolve().parent.parent
+ARCHIVE = REPO / "tests" / "fixtures" / "evidence-dynamo-0.9.1" / "exports.tar.gz"
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("evidence")
+    shutil.unpack_archive(ARCHIVE, target)
+    return target
+
+
+def _window(run_dir: Path) -> tuple[float, float]:
+    starts, ends = [], []
+    for line in (run_dir / "profile_export.jsonl").read_text().splitlines():
+        meta = json.loads(line)["metadata"]
+        starts.append(meta["request_start_ns"] / 1e9)
+        ends.append(meta["request_end_ns"] / 1e9)
+    return min(starts), max(ends)
+
+
+@pytest.mark.parametrize("graph", ["agg", "disagg"])
+def test_measured_hit_rate_is_zero_without_a_shared_prefix_and_rises_with_it(captured, graph):
+    base = captured / "aiperf-0.9.0" / graph
+    messages = event_plane.read_recording(base / event_plane.RECORDING)
+    workers = event_plane.cache_workers(messages)
+    assert len(workers) == 1  # agg: the worker; disagg: the prefill worker (decode publishes none)
+    hit0, hit50 = (event_plane.step_evidence(messages, *_window(base / "prefix_cache" / step),
+                                             workers) for step in ("hit0", "hit50"))
+    assert hit0.routed > 0 and hit0.hit_rate_pct == 0.0
+    assert 25 <= hit50.hit_rate_pct <= 50  # 64-token blocks, the chat template in front
+    assert hit0.blocks_stored > 0 and hit0.blocks_removed == 0
+    assert 0 < hit0.kv_active_blocks_peak <= 16384
+
+
+def test_decode_only_worker_shows_no_overlap_so_it_is_left_out(captured):
+    messages = event_plane.read_recording(captured / "aiperf-0.9.0" / "disagg" / "event_plane.jsonl")
+    hits = [m.data for m in messages if m.subject.endswith(event_plane.HIT_RATE_SUFFIX)]
+    others = {hit["worker_id"] for hit in hits} - event_plane.cache_workers(messages)
+    assert others, "the decode worker's routing decisions are in the capture"
+    assert all(hit["overlap_blocks"] == 0 for hit in hits if hit["worker_id"] in others)
+
+
+def test_recorded_messages_decode_to_dynamos_formats(captured):
+    messages = event_plane.read_recording(captured / "aiperf-0.13.0" / "agg" / "event_plane.jsonl")
+    by_kind = {suffix: [m.data for m in messages if m.subject.endswith(suffix)] for suffix in
+               (event_plane.HIT_RATE_SUFFIX, event_plane.LOAD_SUFFIX, event_plane.KV_EVENTS_SUFFIX)}
+    assert set(by_kind[event_plane.HIT_RATE_SUFFIX][0]) == {"worker_id", "dp_rank", "isl_blocks",
+                                                           "overlap_blocks"}
+    assert set(by_kind[event_plane.LOAD_SUFFIX][0]) == {"worker_id", "dp_rank",
+                                                        "active_decode_blocks",
+                                                        "active_prefill_tokens"}
+    assert "stored" in by_kind[event_plane.KV_EVENTS_SUFFIX][0]["event"]["data"]
+
+
+def test_a_broken_recording_is_named_and_a_cut_last_line_is_dropped(captured, tmp_path):
+    good = (captured / "aiperf-0.9.0" / "agg" / "event_plane.jsonl").read_text().splitlines()
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("\n".join(good[:5]) + "\n" + good[5][:40])
+    assert len(event_plane.read_recording(cut)) == 5
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(good[0] + "\n" + json.dumps({"t": 1, "subject": "namespace.x.kv-hit-rate",
+                                                   "payload": base64.b64encode(b"\xc1").decode()})
+                      + "\n")
+    with pytest.raises(EventPlaneError, match="line 2: not an event-plane record"):
+        event_plane.read_recording(broken)
+    with pytest.raises(EventPlaneError, match="missing"):
+        event_plane.read_recording(tmp_path / "absent.jsonl")
+
+
+@pytest.mark.parametrize("path", ["aiperf-0.9.0/agg/prefix_cache/hit0",
+                                  "aiperf-0.9.0/disagg/prefix_cache/hit50",
+                                  "aiperf-0.13.0/agg/prefix_cache/hit0/profile_runs/run_0001"])
+def test_server_metrics_exports_of_both_aiperf_versions_parse(captured, path):
+    parsed = server_metrics.parse_server_metrics(captured / path / server_metrics.SERVER_METRICS_EXPORT)
+    assert parsed.aiperf_version in ("0.9.0", "0.13.0")
+    assert parsed.first("dynamo_frontend_model_total_kv_blocks", "avg") == 16384
+    workers = {s.endpoint for s in parsed.metrics["dynamo_component_requests"]}
+    assert len(workers) == (2 if "disagg" in path else 1)  # every mocker was scraped
+    assert parsed.total("dynamo_component_requests", "total") > 0
+    assert parsed.total("kvbm_offload_blocks_d2h", "total") is None  # the mocker has no KVBM
+
+
+def test_malformed_server_metrics_are_named(tmp_path):
+    for body, problem in (("{", "not valid JSON"), ('{"metrics": []}', "not an AIPerf server"),
+                          ('{"summary": {}, "metrics": {"m": {"series": [1]}}}', "series\\[0\\]")):
+        path = tmp_path / "server_metrics_export.json"
+        path.write_text(body)
+        with pytest.raises(ExportError, match=problem):
+            server_metrics.parse_server_metrics(path)
+
+
+@pytest.mark.parametrize("step", ["aiperf-0.9.0/repeats", "aiperf-0.13.0/agg/prefix_cache/hit0"])
+def test_confidence_aggregates_of_both_aiperf_versions_parse(captured, step):
+    trial = captured / step / "profile_runs" / "run_0001"
+    path = confidence.aggregate_path(trial)
+    assert path == captured / step / "aggregate" / confidence.AGGREGATE_EXPORT
+    parsed = confidence.parse_confidence(path)
+    assert parsed.trials == 2 and parsed.level == 0.95
+    ttft = parsed.get("time_to_first_token", "p50")
+    assert ttft.low <= ttft.mean <= ttft.high
+    assert parsed.get("goodput", "avg") is not None
+
+
+def test_a_sweep_trial_finds_its_levels_aggregate():
+    trial = Path("/r/agg/concurrency_sweep/sweep/profile_runs/trial_0002/concurrency_8")
+    assert confidence.aggregate_path(trial) == Path(
+        "/r/agg/concurrency_sweep/sweep/aggregate/concurrency_8/profile_export_aiperf_aggregate.json")
+    assert confidence.aggregate_path(Path("/r/agg/prefix_cache/hit0")) is None
