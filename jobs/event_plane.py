@@ -39,6 +39,7 @@ HIT_RATE_SUFFIX, LOAD_SUFFIX, KV_EVENTS_SUFFIX = ".kv-hit-rate", ".kv_metrics", 
 # The recording's file name, beside a mode's steps (cloud Jobs) or its graph's modes (local lab).
 RECORDING = "event_plane.jsonl"
 RECONNECT_SECONDS = 1.0
+CLOCK_SLACK_SECONDS = 0.05  # receive time vs the client's clock (same machine or pod)
 
 
 class EventPlaneError(Exception):
@@ -223,6 +224,51 @@ def step_evidence(messages: list[Message], start: float, end: float,
         blocks_removed=removed if workers else None,
         cache_workers=len(workers),
     )
+
+
+@dataclass(frozen=True)
+class Request:
+    start: float        # epoch seconds
+    first_token: float  # epoch seconds: routing happened before it
+    prompt_tokens: int  # as the server counted them (chat template included)
+
+
+def request_hits(messages: list[Message], workers: set[int], requests: list[Request],
+                 block_size: int) -> list[tuple[int, int] | None]:
+    """(isl_blocks, overlap_blocks) of the routing decision made for each request, or None.
+
+    kv-hit-rate messages carry no request id: a request's decision is the first unclaimed one
+    received between its start and its first token whose prompt size in blocks (the last one
+    partial) is the request's. A prefill router publishes each decision more than once (disagg:
+    twice, back to back); the copies per request, read off the counts, collapse into one."""
+    if not requests:
+        return []
+    low = min(r.start for r in requests) - CLOCK_SLACK_SECONDS
+    high = max(r.first_token for r in requests) + CLOCK_SLACK_SECONDS
+    published = [(m.t, m.data["isl_blocks"], m.data["overlap_blocks"]) for m in messages
+                 if m.subject.endswith(HIT_RATE_SUFFIX) and m.data["worker_id"] in workers
+                 and low <= m.t <= high]
+    copies = max(1, round(len(published) / len(requests)))
+    hits: list[tuple[float, int, int]] = []
+    run = 0  # copies of the last decision kept so far
+    for hit in published:
+        if hits and run < copies and hits[-1][1:] == hit[1:]:
+            run += 1
+            continue
+        hits.append(hit)
+        run = 1
+    claimed: set[int] = set()
+    matched = []
+    for request in requests:
+        blocks = -(-request.prompt_tokens // block_size)  # the router counts a partial block
+        found = next((index for index, (t, isl, _) in enumerate(hits)
+                      if index not in claimed and isl == blocks
+                      and request.start - CLOCK_SLACK_SECONDS <= t
+                      <= request.first_token + CLOCK_SLACK_SECONDS), None)
+        if found is not None:
+            claimed.add(found)
+        matched.append(None if found is None else hits[found][1:])
+    return matched
 
 
 # ---- msgpack (the subset Dynamo's envelopes use; stdlib only) -----------------------------

@@ -191,3 +191,44 @@ def with_measured_hits(prefix: Table, evidence: Table) -> Table:
     at = next(i for i, column in enumerate(columns) if column.key == "hit_ratio_pct") + 1
     columns.insert(at, Column("measured_hit_pct", "measured KV hit (%)"))
     return Table(prefix.name, prefix.title, columns, rows)
+
+
+BLOCK_SIZE = "dynamo_frontend_model_kv_cache_block_size"
+PROMPT_TOKENS, FIRST_TOKEN_MS = "usage_prompt_tokens", "time_to_first_token"
+
+
+def with_turn_hits(per_turn: Table, runs: list[GraphRun]) -> Table:
+    """The multi-turn per-turn table with the KV hit rate the router measured for each turn
+    (each request matched to its routing decision: jobs/event_plane.request_hits). Files that
+    cannot be read are named once, by evidence_table."""
+    measured: dict[tuple[str, str, int], float] = {}
+    for run in runs:
+        recordings: dict[Path, _Recording | None] = {}
+        for result in run.results.get("multi_turn", []):
+            measured |= {(run.label, result.step, turn): pct for turn, pct in
+                         _turn_hits(run, result, recordings).items()}
+    rows = [row | {"measured_hit_pct": measured.get((row["graph"], row["step"], row["turn"]))}
+            for row in per_turn.rows]
+    return Table(per_turn.name, per_turn.title,
+                 [*per_turn.columns, Column("measured_hit_pct", "measured KV hit (%)")], rows)
+
+
+def _turn_hits(run: GraphRun, result: StepResult, recordings: dict) -> dict[int, float]:
+    records = [r for r in result.records or [] if r.error is None and r.turn_index is not None
+               and PROMPT_TOKENS in r.metrics and FIRST_TOKEN_MS in r.metrics]
+    scraped = [m for m in (_server_metrics(d, []) for d in result.run_dirs) if m is not None]
+    block_size = scraped[0].first(BLOCK_SIZE, "avg") if scraped else None
+    recording = _recording(run, result.run_dirs[0], recordings, [])
+    if not records or not block_size or recording is None:
+        return {}
+    records.sort(key=lambda r: r.start_ns)
+    requests = [event_plane.Request(start=r.start_ns / 1e9,
+                                    first_token=r.start_ns / 1e9 + r.metrics[FIRST_TOKEN_MS] / 1e3,
+                                    prompt_tokens=int(r.metrics[PROMPT_TOKENS])) for r in records]
+    totals: dict[int, list[int]] = {}
+    for record, hit in zip(records, event_plane.request_hits(
+            recording.messages, recording.workers, requests, int(block_size))):
+        if hit is not None:
+            isl, overlap = totals.setdefault(record.turn_index + 1, [0, 0])
+            totals[record.turn_index + 1] = [isl + hit[0], overlap + hit[1]]
+    return {turn: overlap * 100 / isl for turn, (isl, overlap) in totals.items() if isl}

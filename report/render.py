@@ -13,7 +13,8 @@ from typing import Any
 
 from report.confidence import with_intervals
 from report.cost_efficiency import PRICE_NOTE
-from report.evidence import EVIDENCE_NOTE, evidence_table, with_measured_hits
+from report.evidence import (EVIDENCE_NOTE, evidence_table, with_measured_hits,
+                             with_turn_hits)
 from report.findings_tables import (FINDINGS_NOTE, PREFIX_INTERVALS, SWEEP_INTERVALS,
                                     findings_tables)
 from report.goodput import goodput_table, with_slo_marks
@@ -64,6 +65,7 @@ def _tables(inputs: ReportInputs) -> dict[str, Table]:
     runs, problems = inputs.runs, inputs.problems
     sweep = with_intervals(sweep_table(runs), runs, "concurrency_sweep", SWEEP_INTERVALS)
     per_turn, conversations = multi_turn_tables(runs)
+    per_turn = with_turn_hits(per_turn, runs)
     evidence = evidence_table(runs, problems)
     prefix = with_measured_hits(with_intervals(prefix_cache_table(runs, problems), runs,
                                                "prefix_cache", PREFIX_INTERVALS), evidence)

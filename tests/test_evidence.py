@@ -122,3 +122,31 @@ def test_a_sweep_trial_finds_its_levels_aggregate():
     assert confidence.aggregate_path(trial) == Path(
         "/r/agg/concurrency_sweep/sweep/aggregate/concurrency_8/profile_export_aiperf_aggregate.json")
     assert confidence.aggregate_path(Path("/r/agg/prefix_cache/hit0")) is None
+
+
+def _requests(run_dir: Path) -> list[event_plane.Request]:
+    requests = []
+    for line in (run_dir / "profile_export.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        start = row["metadata"]["request_start_ns"] / 1e9
+        requests.append(event_plane.Request(
+            start=start, first_token=start + row["metrics"]["time_to_first_token"]["value"] / 1e3,
+            prompt_tokens=int(row["metrics"]["usage_prompt_tokens"]["value"])))
+    return sorted(requests, key=lambda request: request.start)
+
+
+@pytest.mark.parametrize("graph", ["agg", "disagg"])
+def test_each_request_is_matched_to_its_routing_decision(captured, graph):
+    """What the per-turn hit rates rest on: kv-hit-rate messages carry no request id."""
+    base = captured / "aiperf-0.9.0" / graph
+    messages = event_plane.read_recording(base / event_plane.RECORDING)
+    workers = event_plane.cache_workers(messages)
+    for step in ("hit0", "hit50"):
+        requests = _requests(base / "prefix_cache" / step)
+        hits = event_plane.request_hits(messages, workers, requests, block_size=64)
+        matched = [hit for hit in hits if hit is not None]
+        assert len(matched) >= 0.9 * len(requests), f"{step}: {hits}"
+        overlap = sum(o for _, o in matched) / sum(i for i, _ in matched) * 100
+        window = event_plane.step_evidence(messages, requests[0].start - 0.05,
+                                           max(r.first_token for r in requests) + 5, workers)
+        assert overlap == pytest.approx(window.hit_rate_pct, abs=5)
