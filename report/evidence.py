@@ -16,6 +16,7 @@ from typing import Any
 
 from jobs import event_plane, exports
 from jobs.event_plane import RECORDING, EventPlaneError
+from jobs.names import MODES
 from jobs.exports import ExportError
 from report.inputs import GraphRun, Problem, StepResult
 from report.server_metrics import SERVER_METRICS_EXPORT, ServerMetrics, parse_server_metrics
@@ -35,9 +36,9 @@ _HIT_STEP = re.compile(r"^hit(\d+)$")
 EVIDENCE_NOTE = (
     "What the serving side measured during each AIPerf run. **measured KV hit**: the router's "
     "overlap blocks / prompt blocks (NATS `kv-hit-rate`, workers that publish KV events); "
-    "with the prefix split into 64-token blocks and the chat template in front, it sits a "
-    "little below the requested share. At 0 % it is the test that no step reuses another's "
-    "cache. **KV usage**: active blocks (`kv_metrics`) / the worker's total KV blocks "
+    "with the prompt cut into KV blocks (64 tokens on the mocker) and the chat template in "
+    "front, it sits a little below the requested share. At 0 % it is the test that no step reuses another's "
+    "cache. **KV usage**: the busiest worker's active blocks (`kv_metrics`) / its total KV blocks "
     "(frontend `/metrics`); **evicted blocks**: KV `removed` events; **worker requests**: "
     "the workers' request counters over the run (AIPerf's scrape of their `/metrics`).\n")
 
@@ -55,7 +56,8 @@ def evidence_table(runs: list[GraphRun], problems: list[Problem]) -> Table:
         for mode, results in run.results.items():
             for result in results:
                 rows.append(_row(run, mode, result, recordings, problems))
-    rows.sort(key=lambda row: (row["graph"], row["mode"], row["step"], row["concurrency"] or 0))
+    rows.sort(key=lambda row: (row["graph"], MODES.index(row["mode"]),
+                               row["requested_hit_pct"] or 0, row["concurrency"] or 0, row["step"]))
     return Table("server_evidence", "Server-side evidence per step", [
         *IDENTITY, Column("mode", "mode"), Column("step", "step"),
         Column("concurrency", "concurrency"),
@@ -66,7 +68,7 @@ def evidence_table(runs: list[GraphRun], problems: list[Problem]) -> Table:
         Column("kv_usage_mean_pct", "KV usage mean (%)"),
         Column("blocks_stored", "blocks stored"), Column("evicted_blocks", "evicted blocks"),
         Column("worker_requests", "worker requests"),
-        *[Column(key, key.replace("_", " ")) for key in OPTIONAL],
+        *[Column(key, key.replace("_", " "), in_markdown=False) for key in OPTIONAL],
         Column("not_exposed", "not exposed"), Column("source", "export", in_markdown=False)],
         rows)
 
@@ -94,25 +96,26 @@ def _row(run: GraphRun, mode: str, result: StepResult,
            "evicted_blocks": evidence.blocks_removed if evidence else None,
            "worker_requests": _sum(m.total(WORKER_REQUESTS, "total") for m in scraped),
            "source": relative(run_dirs[0], run.directory.parent.parent)}
-    absent = []
+    absent: dict[str, list[str]] = {}  # component -> the series it would expose
     for key, ((metric, stat), component) in OPTIONAL.items():
         row[key] = metrics.total(metric, stat) if metrics else None
         if row[key] is None:
-            absent.append(f"{key.replace('_', ' ')}: not exposed by {_component(run, component)}")
+            absent.setdefault(component, []).append(key.replace("_", " "))
+    notes = [f"{', '.join(keys)}: not exposed by {_component(run, component)}"
+             for component, keys in absent.items()]
     if evidence is None or evidence.hit_rate_pct is None:
-        absent.append(_hit_rate_absence(run, recording, window))
-    row["not_exposed"] = "; ".join(absent)
+        notes.append(_hit_rate_absence(recording, window))
+    row["not_exposed"] = "; ".join(notes)
     return row
 
 
 def _component(run: GraphRun, component: str) -> str:
     """Who would expose it: in a simulated run, the mocker stands in for the GPU engine."""
-    return f"the mocker (no {component} in a simulated run)" if run.manifest.simulated \
+    return f"the mocker (simulated: no {component})" if run.manifest.simulated \
         else f"the scraped endpoints (no {component} metrics)"
 
 
-def _hit_rate_absence(run: GraphRun, recording: _Recording | None,
-                      window: tuple[float, float] | None) -> str:
+def _hit_rate_absence(recording: _Recording | None, window: tuple[float, float] | None) -> str:
     if recording is None:
         return "KV hit rate: no event-plane recording"
     if not recording.workers:
