@@ -150,3 +150,45 @@ def test_each_request_is_matched_to_its_routing_decision(captured, graph):
         window = event_plane.step_evidence(messages, requests[0].start - 0.05,
                                            max(r.first_token for r in requests) + 5, workers)
         assert overlap == pytest.approx(window.hit_rate_pct, abs=5)
+
+
+# --- the report built from the captures ---------------------------------------------------------
+
+def _report(captured: Path, tmp_path: Path, version: str, graphs: tuple[str, ...]) -> Path:
+    from tests.test_report import add_run  # the same results layout the report tests use
+    from report.render import build_report
+
+    run = add_run(tmp_path / "results", "run-1", captured / f"aiperf-{version}",
+                  "2026-11-29T22:00:00Z", {"agg": True, "disagg": True}, graphs=graphs)
+    return build_report(run, tmp_path / "report")
+
+
+def _rows(report: Path, name: str) -> list[dict]:
+    return json.loads((report.parent / "tables" / f"{name}.json").read_text())["rows"]
+
+
+def test_report_shows_the_measured_hit_rate_beside_the_asked_ratio(captured, tmp_path):
+    report = _report(captured, tmp_path, "0.9.0", ("agg", "disagg"))
+    prefix = {(row["graph"], row["hit_ratio_pct"]): row["measured_hit_pct"]
+              for row in _rows(report, "prefix_cache")}
+    for graph in ("agg (simulated)", "disagg (simulated)"):
+        assert prefix[(graph, 0)] == 0 and 25 <= prefix[(graph, 50)] <= 50
+    evidence = _rows(report, "server_evidence")
+    assert {row["worker_requests"] for row in evidence} >= {28}  # agg hit0: every request seen
+    assert all("not exposed by the mocker (simulated: no KVBM)" in row["not_exposed"]
+               for row in evidence)
+    markdown = report.read_text()
+    assert "measured KV hit (%)" in markdown and "## Findings" in markdown
+
+
+def test_repeated_steps_show_the_trials_mean_and_its_interval(captured, tmp_path):
+    report = _report(captured, tmp_path, "0.13.0", ("agg",))
+    (row,) = _rows(report, "prefix_cache")
+    aggregate = json.loads((captured / "aiperf-0.13.0" / "agg" / "prefix_cache" / "hit0" /
+                            "aggregate" / confidence.AGGREGATE_EXPORT).read_text())
+    ttft = aggregate["metrics"]["time_to_first_token_p50"]
+    assert row["ttft_p50_ms"] == ttft["mean"]
+    assert (row["ttft_p50_ms_ci_low"], row["ttft_p50_ms_ci_high"]) == (ttft["ci_low"], ttft["ci_high"])
+    (evidence,) = _rows(report, "server_evidence")
+    assert evidence["measured_hit_pct"] == 0.0  # fresh prompts per trial: trial 2 hit nothing
+    assert evidence["worker_requests"] == 56  # both trials' 28 requests
