@@ -192,3 +192,62 @@ def test_repeated_steps_show_the_trials_mean_and_its_interval(captured, tmp_path
     (evidence,) = _rows(report, "server_evidence")
     assert evidence["measured_hit_pct"] == 0.0  # fresh prompts per trial: trial 2 hit nothing
     assert evidence["worker_requests"] == 56  # both trials' 28 requests
+
+
+# --- the recorder against a real nats-server ----------------------------------------------------
+
+def test_recorder_writes_what_nats_delivers_with_and_without_headers(captured, tmp_path):
+    import socket
+    import subprocess
+    import threading
+    import time
+
+    from local_lab import tool_venvs
+
+    nats = tool_venvs.tool_path(tool_venvs.DYNAMO, REPO / ".venvs", "nats-server")
+    if not nats.exists():
+        pytest.skip(f"{nats} is missing; create it with: ./benchlab tools")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([str(nats), "--addr", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stop = threading.Event()
+    out = tmp_path / "recording.jsonl"
+    recorder = threading.Thread(target=event_plane.record,
+                                args=(f"nats://127.0.0.1:{port}", out, stop.is_set))
+    try:
+        recorder.start()
+        real = [json.loads(line) for line in
+                (captured / "aiperf-0.9.0" / "agg" / "event_plane.jsonl").read_text().splitlines()]
+        hit = next(row for row in real if row["subject"].endswith("kv-hit-rate"))
+        kv_event = next(row for row in real if row["subject"].endswith("kv-events"))
+        deadline = time.monotonic() + 15
+        wanted = {hit["subject"], kv_event["subject"]}
+        while not out.exists() or not wanted <= {json.loads(line)["subject"] for line in
+                                                  out.read_text().splitlines()}:
+            assert time.monotonic() < deadline, "the recording lacks a subject"
+            time.sleep(0.3)
+            try:
+                publisher = socket.create_connection(("127.0.0.1", port))
+            except ConnectionRefusedError:
+                continue  # the server is still starting
+            with publisher:
+                headers = b"NATS/1.0\r\nNats-Msg-Id: 1\r\n\r\n"
+                for subject, payload, with_headers in ((hit["subject"], hit["payload"], False),
+                                                       (kv_event["subject"], kv_event["payload"], True),
+                                                       ("unrelated.subject", hit["payload"], False)):
+                    body = base64.b64decode(payload)
+                    line = (f"HPUB {subject} {len(headers)} {len(headers) + len(body)}\r\n".encode()
+                            + headers if with_headers else f"PUB {subject} {len(body)}\r\n".encode())
+                    publisher.sendall(b'CONNECT {"headers":true}\r\n' + line + body + b"\r\nPING\r\n")
+                publisher.recv(4096)  # PONG: the server has the messages
+    finally:
+        stop.set()
+        recorder.join(timeout=5)
+        server.terminate()
+        server.wait(timeout=5)
+    messages = event_plane.read_recording(out)
+    assert {m.subject for m in messages} == wanted  # and nothing it did not subscribe to
+    assert next(m for m in messages if m.subject == hit["subject"]).data["isl_blocks"] > 0
+    assert next(m for m in messages if m.subject == kv_event["subject"]).data["event"]["data"]
