@@ -181,8 +181,12 @@ def main(env: Mapping[str, str] = os.environ, run: Callable = subprocess.run) ->
     # Server-side evidence: AIPerf scrapes every worker pod's /metrics itself (beside the
     # frontend's), so the figures cover exactly each run's window and land beside its exports,
     # parsed like the local lab's; the event plane comes from the platform's NATS.
-    metrics_urls, nats_url = cluster_facts.read_worker_endpoints(env["POD_NAMESPACE"],
-                                                                 plan["graph_name"])
+    try:
+        metrics_urls, nats_url = cluster_facts.read_worker_endpoints(env["POD_NAMESPACE"],
+                                                                     plan["graph_name"])
+    except (OSError, ValueError, KeyError) as err:  # the benchmark runs without the evidence
+        print(f"worker endpoints unreadable ({type(err).__name__}: {err})", flush=True)
+        metrics_urls, nats_url = [], None
     print(f"server metrics from {len(metrics_urls)} worker(s); event plane "
           f"{'from ' + nats_url if nats_url else 'not recorded (no NATS address on the workers)'}",
           flush=True)

@@ -398,3 +398,22 @@ def test_the_report_code_is_not_shipped_to_the_benchmarks():
     shipped = job_code.code_files("entrypoint")
     assert "entrypoint.py" in shipped and "aiperf_argv.py" in shipped
     assert not any(name.startswith("report") for name in shipped)
+
+
+def test_unreadable_worker_endpoints_leave_the_benchmark_running_without_them(tmp_path, real_summary,
+                                                                              monkeypatch):
+    def unreachable(namespace, graph):
+        raise OSError("connection refused")
+
+    aiperf = FakeAiperf(real_summary)
+    plan = plan_for("agg", QUICK)
+    monkeypatch.setattr(entrypoint, "ensure_aiperf", lambda version, target: {"AIPERF": version})
+    monkeypatch.setattr(cluster_facts, "read_placement", lambda ns, graph, label: [])
+    monkeypatch.setattr(cluster_facts, "read_worker_endpoints", unreachable)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(plan))
+    assert entrypoint.main({"PLAN_FILE": str(plan_file), "RESULTS_ROOT": str(tmp_path / "results"),
+                            "BENCH_MODE": "multi_turn", "JOB_UID": "u", "POD_NAMESPACE": "benchlab",
+                            "ALLOCATE_RUN": "1"}, run=aiperf) == 0
+    (argv,) = aiperf.calls
+    assert "--server-metrics" not in argv and "--goodput" in argv  # the frontend's alone
