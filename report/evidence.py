@@ -69,6 +69,7 @@ def evidence_table(runs: list[GraphRun], problems: list[Problem]) -> Table:
         Column("blocks_stored", "blocks stored"), Column("evicted_blocks", "evicted blocks"),
         Column("worker_requests", "worker requests"),
         *[Column(key, key.replace("_", " "), in_markdown=False) for key in OPTIONAL],
+        Column("nixl_series", "NIXL series scraped", in_markdown=False),
         Column("not_exposed", "not exposed"), Column("source", "export", in_markdown=False)],
         rows)
 
@@ -103,6 +104,12 @@ def _row(run: GraphRun, mode: str, result: StepResult,
             absent.setdefault(component, []).append(key.replace("_", " "))
     notes = [f"{', '.join(keys)}: not exposed by {_component(run, component)}"
              for component, keys in absent.items()]
+    # NIXL transfer time and bytes: no series name is pinned for Dynamo 0.9.1, so any scraped
+    # series naming NIXL is listed, and its absence said.
+    nixl = sorted({name for m in scraped for name in m.metrics if "nixl" in name.lower()})
+    row["nixl_series"] = ", ".join(nixl) or None
+    if not nixl:
+        notes.append(f"NIXL transfer time, bytes: not exposed by {_component(run, 'NIXL')}")
     if evidence is None or evidence.hit_rate_pct is None:
         notes.append(_hit_rate_absence(recording, window))
     row["not_exposed"] = "; ".join(notes)
