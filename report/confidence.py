@@ -119,31 +119,3 @@ def _mean_export(first: ProfileExport, confidence: Confidence) -> ProfileExport:
             metrics[name] = Metric(metric.unit, stats)
     return dataclasses.replace(first, metrics=metrics)
 
-
-def with_intervals(table, runs, mode: str, figures: dict[str, tuple[str, str]]):
-    """`table` with a 95 % interval beside each of `figures` (row key -> metric, stat) for
-    rows of repeated steps (`<key>_ci_low/_ci_high`, shown as one column); rows are matched to
-    their step through the export path in `source`."""
-    from report.tables import Column, Table, relative  # report.tables imports report.inputs
-
-    by_source = {relative(result.export.path, run.directory.parent.parent): result
-                 for run in runs for result in run.results.get(mode, [])}
-    rows = []
-    for row in table.rows:
-        result = by_source.get(row.get("source"))
-        added = {}
-        for key, (metric, stat) in figures.items():
-            interval = result.confidence.get(metric, stat) if result and result.confidence else None
-            added |= {f"{key}_ci_low": interval.low if interval else None,
-                      f"{key}_ci_high": interval.high if interval else None,
-                      f"{key}_ci": f"{interval.low:,.2f}-{interval.high:,.2f}" if interval
-                      else None}
-        rows.append(row | added)
-    columns = list(table.columns)
-    for key in figures:
-        at = next(i for i, column in enumerate(columns) if column.key == key) + 1
-        header = next(column.header for column in columns if column.key == key)
-        columns[at:at] = [Column(f"{key}_ci", f"{header} 95 % CI"),
-                          Column(f"{key}_ci_low", f"{key}_ci_low", in_markdown=False),
-                          Column(f"{key}_ci_high", f"{key}_ci_high", in_markdown=False)]
-    return Table(table.name, table.title, columns, rows)

@@ -11,12 +11,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from report.confidence import with_intervals
 from report.cost_efficiency import PRICE_NOTE
 from report.evidence import (EVIDENCE_NOTE, evidence_table, with_measured_hits,
                              with_turn_hits)
 from report.findings_tables import (FINDINGS_NOTE, PREFIX_INTERVALS, SWEEP_INTERVALS,
-                                    findings_tables)
+                                    findings_tables, with_intervals)
 from report.goodput import goodput_table, with_slo_marks
 from report.inputs import GraphRun, ReportInputs, load_results
 from report.plots import SIMULATED_NOTE, draw_plots
