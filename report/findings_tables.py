@@ -3,6 +3,7 @@ intervals the tables show beside their figures for repeated steps."""
 from __future__ import annotations
 
 from report.findings import findings, recommendations
+from report.inputs import GraphRun
 from report.tables import ITL, OUTPUT_TPS, TTFT, Column, Table, relative
 
 # The figures whose 95 % interval the tables show when steps ran more than once.
@@ -35,7 +36,8 @@ def findings_tables(tables: dict[str, Table], simulated: bool) -> dict[str, Tabl
     }
 
 
-def with_intervals(table, runs, mode: str, figures: dict[str, tuple[str, str]]):
+def with_intervals(table: Table, runs: list[GraphRun], mode: str,
+                   figures: dict[str, tuple[str, str]]) -> Table:
     """`table` with a 95 % interval beside each of `figures` (row key -> metric, stat) for
     rows of repeated steps (`<key>_ci_low/_ci_high`, shown as one column); rows are matched to
     their step through the export path in `source`."""
