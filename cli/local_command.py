@@ -14,7 +14,7 @@ from jobs import aiperf_argv, modes
 from cli.cli import CliError
 from local_lab import isolation, run_as, tool_venvs
 from jobs.names import GRAPHS, PROFILES
-from local_lab.graph import ROUTER_MODES, GraphError, check_ports_free
+from local_lab.graph import ROUTER_MODES, GraphError, check_ports_free, worker_metrics_ports
 from local_lab.progress import Progress
 from local_lab.runner import LabSetup, run_lab
 from local_lab.tokenizer import ensure_model_dir
@@ -43,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frontend HTTP port on 127.0.0.1 (default: %(default)s)")
     parser.add_argument("--nats-port", type=_port, default=4222, metavar="PORT",
                         help="NATS port on 127.0.0.1 (default: %(default)s)")
-    parser.add_argument("--router-mode", choices=ROUTER_MODES, default="round-robin",
-                        help="the frontend's router (default: %(default)s)")
+    parser.add_argument("--router-mode", choices=ROUTER_MODES, default="kv",
+                        help="the frontend's router, the same for both graphs; only kv "
+                             "publishes the KV hit rates the report shows (default: %(default)s)")
     parser.add_argument("--sweep-style", choices=aiperf_argv.SWEEP_STYLES, default="list",
                         help="list: one AIPerf call per sweep; per_level: one per concurrency "
                              "(default: %(default)s)")
@@ -138,7 +139,12 @@ def _namespace_prefix(choice: str) -> list[str] | None:
 
 def _check_ports(args: argparse.Namespace) -> None:
     try:
-        check_ports_free({"--frontend-port": args.frontend_port, "--nats-port": args.nats_port})
+        ports = {"--frontend-port": args.frontend_port, "--nats-port": args.nats_port}
+        workers = {port for graph in args.graphs
+                   for port in worker_metrics_ports(graph, args.frontend_port)}
+        ports |= {f"--frontend-port + {port - args.frontend_port} (a worker's metrics)": port
+                  for port in sorted(workers)}
+        check_ports_free(ports)
     except GraphError as err:
         raise CliError(str(err)) from None
 

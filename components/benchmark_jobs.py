@@ -52,9 +52,10 @@ def shipped_code_sha() -> str:
     return job_code.digest(shipped_code())
 
 
-def job_timeout_seconds(mode: modes.Mode) -> int:
-    """How long a mode's Job may run: Kubernetes' deadline, and what Pulumi waits (plus a minute)."""
-    return math.ceil(mode.planned_seconds * PLANNED_SLACK) + JOB_OVERHEAD_SECONDS
+def job_timeout_seconds(mode: modes.Mode, repeats: int = 1) -> int:
+    """How long a mode's Job may run: Kubernetes' deadline, and what Pulumi waits (plus a minute).
+    `repeats`: AIPerf runs every step that often (bench.repeats)."""
+    return math.ceil(mode.planned_seconds * repeats * PLANNED_SLACK) + JOB_OVERHEAD_SECONDS
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class Benchmarks(pulumi.ComponentResource):
                 metadata={"namespace": args.namespace, "labels": _labels(mode.name)},
                 spec=spec,
                 # strictly one after another
-                opts=job_code.job_options(self, previous, math.ceil(job_timeout_seconds(mode) / 60)))
+                opts=job_code.job_options(self, previous, math.ceil(job_timeout_seconds(mode, _repeats(args)) / 60)))
             self.jobs.append(job)
             previous = [job]
         self.register_outputs({"configHash": self.plan["config_hash"],
@@ -121,6 +122,10 @@ class Benchmarks(pulumi.ComponentResource):
                       "name": nodes.metadata.name},
             subjects=subject, opts=child)
         return [account, pods_binding, nodes_binding]
+
+
+def _repeats(args: BenchmarksArgs) -> int:
+    return modes.plan_from_mapping(args.plan["bench"]).repeats
 
 
 def _labels(mode: str) -> dict[str, str]:
@@ -149,7 +154,7 @@ def bench_job_spec(mode: modes.Mode, config_hash: str, args: BenchmarksArgs,
     }
     return {
         "backoffLimit": BENCH_BACKOFF_LIMIT,
-        "activeDeadlineSeconds": job_timeout_seconds(mode),
+        "activeDeadlineSeconds": job_timeout_seconds(mode, _repeats(args)),
         # No ttlSecondsAfterFinished: a Job Kubernetes deleted would be re-created (and re-run)
         # by the next `pulumi up`.
         "template": job_code.job_template(

@@ -124,15 +124,21 @@ def policies(args: NetworkPoliciesArgs) -> list[dict]:
     policy(lab, "frontend-from-benchmarks", FRONTEND,
            ingress=[{"from": [{"podSelector": _job(BENCHMARK, KV_CHECK)}], "ports": _ports(FRONTEND_PORT)}])
     # The KV transport check: a few requests, then the workers' NIXL counters and logs (API).
-    policy(lab, "worker-metrics-from-kv-check", DYNAMO_PODS,
-           ingress=[{"from": [{"podSelector": _job(KV_CHECK)}], "ports": _ports(WORKER_SYSTEM_PORT)}])
+    policy(lab, "worker-metrics-from-lab-jobs", DYNAMO_PODS,
+           ingress=[{"from": [{"podSelector": _job(KV_CHECK, BENCHMARK)}],
+                     "ports": _ports(WORKER_SYSTEM_PORT)}])
     policy(lab, "kv-transport-check", _job(KV_CHECK),
            egress=[{"to": [{"podSelector": FRONTEND}], "ports": _ports(FRONTEND_PORT)},
                    {"to": [{"podSelector": DYNAMO_PODS}], "ports": _ports(WORKER_SYSTEM_PORT)}, api_server])
     # The GPU release: Events through the API; pip, STS and the EKS API outside the VPC.
     policy(lab, "gpu-release", _job(GPU_RELEASE), egress=[api_server])
+    # Benchmarks: the frontend; the workers' metrics and the NATS event plane (the run's
+    # server-side evidence: AIPerf --server-metrics, jobs/event_plane.py); pod placement (API).
     policy(lab, "benchmarks", _job(BENCHMARK),
-           egress=[{"to": [{"podSelector": FRONTEND}], "ports": _ports(FRONTEND_PORT)}, api_server])
+           egress=[{"to": [{"podSelector": FRONTEND}], "ports": _ports(FRONTEND_PORT)},
+                   {"to": [{"podSelector": DYNAMO_PODS}], "ports": _ports(WORKER_SYSTEM_PORT)},
+                   {"to": [{"namespaceSelector": _ns(args.dynamo_system), "podSelector": NATS}],
+                    "ports": _ports(NATS_PORT)}, api_server])
     policy(lab, "export-to-pushgateway", _job(EXPORT),
            egress=[{"to": [{"namespaceSelector": _ns(args.monitoring), "podSelector": PUSHGATEWAY}],
                     "ports": _ports(PUSHGATEWAY_PORT)}])
@@ -146,6 +152,9 @@ def policies(args: NetworkPoliciesArgs) -> list[dict]:
         {"key": NAME, "operator": "In", "values": ["etcd", "nats"]}]},
         ingress=[{"from": [{"namespaceSelector": _ns(lab), "podSelector": DYNAMO_PODS}],
                   "ports": _ports(ETCD_PORT, NATS_PORT)}, from_prometheus])
+    policy(system, "nats-from-benchmarks", NATS,
+           ingress=[{"from": [{"namespaceSelector": _ns(lab), "podSelector": _job(BENCHMARK)}],
+                     "ports": _ports(NATS_PORT)}])
     # The operator's webhook port is the chart's business: the control plane (VPC addresses)
     # may reach every pod here but etcd and NATS, which pod IPs (VPC addresses too) must not.
     policy(system, "operator", {"matchExpressions": [

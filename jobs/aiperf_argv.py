@@ -10,17 +10,26 @@ from pathlib import PurePosixPath
 
 from jobs import seq_dist
 from jobs.modes import (ConcurrencySweep, Mode, MultiTurn, PrefixCache,
-                              SequenceDistribution, step_budget)
+                              SequenceDistribution, Slo, step_budget)
+from jobs.names import MODES
 
 # `list`: one call sweeps every level (`--concurrency 1,2,4`; AIPerf >= 0.9 writes one
 # `concurrency_<n>/` dir per level). `per_level`: one call per level, for the aiperf in the
 # vllm-runtime image, which takes a single value.
 SWEEP_STYLES = ("list", "per_level")
 RANDOM_SEED = 42  # the same prompts for agg and disagg
-# Unique prompts per run: enough that no prompt repeats at >= 1 s per request, so KV-cache
-# hits come only from a mode's deliberate shared prefix; capped to bound dataset generation
-# (AIPerf builds the dataset before every run: ~1 s per 100 prompts on 2 cores).
+# A seed per step, so no step is served from a cache an earlier step warmed (the same seed
+# draws the same prompts: measured, a 0 % step after a same-seed step hit 40 %). Within a
+# list-style sweep AIPerf seeds level i with seed + i (--parameter-sweep-same-seed off, its
+# default: aiperf 0.9.0 `profile --help`); per-level calls do the same.
+SEED_STRIDE_MODE, SEED_STRIDE_STEP = 10000, 100
+# Unique prompts per run: enough that no prompt repeats at >= 0.5 s per request (a repeated
+# prompt is a cache hit), capped to bound dataset generation (AIPerf builds the dataset before
+# every run: ~1 s per 100 prompts on 2 cores).
+PROMPTS_PER_SLOT_SECOND = 2
 MAX_PROMPTS = 2000
+# SLO keys of AIPerf's --goodput (metric tags, values in ms).
+GOODPUT_TTFT, GOODPUT_ITL = "time_to_first_token", "inter_token_latency"
 
 
 @dataclass(frozen=True)
@@ -37,29 +46,40 @@ class AiperfCall:
     planned_seconds: int
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What every call measures beyond the client's view."""
+    slo: Slo = Slo()  # goodput counts the requests that meet it
+    repeats: int = 1  # AIPerf runs per step; > 1 adds a confidence aggregate
+    server_metrics: bool = True  # scrape the frontend's /metrics (AIPerf's default) ...
+    metrics_urls: tuple[str, ...] = ()  # ... and these Prometheus endpoints (the workers')
+
+
 def build_calls(mode: Mode, target: Target, mode_dir: str | PurePosixPath,
-                sweep_style: str = "list", server_metrics: bool = True) -> list[AiperfCall]:
+                sweep_style: str = "list", evidence: Evidence = Evidence()) -> list[AiperfCall]:
     """The AIPerf calls of one mode, in run order; artifacts go to `<mode_dir>/<step>`."""
     if sweep_style not in SWEEP_STYLES:
         raise ValueError(f"sweep style {sweep_style!r} unknown; allowed: {', '.join(SWEEP_STYLES)}")
-    common = _common_flags(target, server_metrics)
+    common = [*_common_flags(target), *_evidence_flags(evidence)]
     steps = _steps(mode, sweep_style)
+    base_seed = RANDOM_SEED + SEED_STRIDE_MODE * MODES.index(mode.name)
     return [AiperfCall(step=label,
                        argv=("profile", *common, *flags,
+                             "--random-seed", str(base_seed + seed_offset),
                              "--artifact-dir", str(PurePosixPath(mode_dir) / label)),
-                       planned_seconds=planned)
-            for label, flags, planned in steps]
+                       planned_seconds=planned * evidence.repeats)
+            for label, flags, planned, seed_offset in steps]
 
 
-def _steps(mode: Mode, sweep_style: str) -> list[tuple[str, list[str], int]]:
-    """(label, mode flags, planned seconds) per call."""
+def _steps(mode: Mode, sweep_style: str) -> list[tuple[str, list[str], int, int]]:
+    """(label, mode flags, planned seconds, seed offset) per call."""
     if isinstance(mode, ConcurrencySweep):
         return _sweep_steps(mode, sweep_style)
     if isinstance(mode, MultiTurn):
         flags = [*_lengths(mode.isl, mode.osl), *_window(mode.duration_seconds, mode.grace_seconds),
                  "--concurrency", str(mode.conversations),
                  "--conversation-turn-mean", str(mode.turns), "--conversation-turn-stddev", "0"]
-        return [(f"turns{mode.turns}", flags, mode.planned_seconds)]
+        return [(f"turns{mode.turns}", flags, mode.planned_seconds, 0)]
     if isinstance(mode, SequenceDistribution):
         planned = step_budget(mode.step_seconds, mode.grace_seconds)
         return [(name, ["--seq-dist", seq_dist.seq_dist_arg(name, (mode.isl_min, mode.isl_max),
@@ -67,36 +87,50 @@ def _steps(mode: Mode, sweep_style: str) -> list[tuple[str, list[str], int]]:
                         # lengths vary per bucket, so no fixed min_tokens: ignore_eos suffices
                         "--extra-inputs", "ignore_eos:true",
                         *_window(mode.step_seconds, mode.grace_seconds),
-                        *_load(mode.concurrency, mode.step_seconds)], planned)
-                for name in mode.distributions]
+                        *_load(mode.concurrency, mode.step_seconds)], planned,
+                 SEED_STRIDE_STEP * index)
+                for index, name in enumerate(mode.distributions)]
     if isinstance(mode, PrefixCache):
         planned = step_budget(mode.step_seconds, mode.grace_seconds)
         return [(f"hit{ratio}", [*_prefix(mode.isl, ratio), *_osl(mode.osl),
                                  *_window(mode.step_seconds, mode.grace_seconds),
-                                 *_load(mode.concurrency, mode.step_seconds)], planned)
-                for ratio in mode.hit_ratios]
+                                 *_load(mode.concurrency, mode.step_seconds)], planned,
+                 SEED_STRIDE_STEP * index)
+                for index, ratio in enumerate(mode.hit_ratios)]
     raise TypeError(f"not a benchmark mode: {mode!r}")
 
 
-def _sweep_steps(mode: ConcurrencySweep, sweep_style: str) -> list[tuple[str, list[str], int]]:
+def _sweep_steps(mode: ConcurrencySweep,
+                 sweep_style: str) -> list[tuple[str, list[str], int, int]]:
     fixed = [*_lengths(mode.isl, mode.osl), *_window(mode.step_seconds, mode.grace_seconds)]
     per_level = step_budget(mode.step_seconds, mode.grace_seconds)
     if sweep_style == "list":
         levels = ",".join(str(c) for c in mode.concurrency)
         return [("sweep", [*fixed, *_load(levels, mode.step_seconds, max(mode.concurrency))],
-                 per_level * len(mode.concurrency))]
-    return [(f"c{c}", [*fixed, *_load(c, mode.step_seconds)], per_level)
-            for c in mode.concurrency]
+                 per_level * len(mode.concurrency), 0)]
+    return [(f"c{c}", [*fixed, *_load(c, mode.step_seconds)], per_level, index)
+            for index, c in enumerate(mode.concurrency)]
 
 
-def _common_flags(target: Target, server_metrics: bool) -> list[str]:
-    flags = ["--model", target.model, "--tokenizer", target.tokenizer, "--url", target.url,
-             "--endpoint-type", "chat", "--streaming",
-             # the server's usage counts are exact; re-tokenizing random output miscounts OSL
-             "--use-server-token-count",
-             "--random-seed", str(RANDOM_SEED), "--ui-type", "none", "--no-gpu-telemetry"]
-    if not server_metrics:
+def _common_flags(target: Target) -> list[str]:
+    return ["--model", target.model, "--tokenizer", target.tokenizer, "--url", target.url,
+            "--endpoint-type", "chat", "--streaming",
+            # the server's usage counts are exact; re-tokenizing random output miscounts OSL
+            "--use-server-token-count", "--ui-type", "none", "--no-gpu-telemetry"]
+
+
+def _evidence_flags(evidence: Evidence) -> list[str]:
+    flags = ["--goodput", f"{GOODPUT_TTFT}:{evidence.slo.ttft_ms} "
+                          f"{GOODPUT_ITL}:{evidence.slo.itl_ms}"]
+    if not evidence.server_metrics:
         flags.append("--no-server-metrics")
+    elif evidence.metrics_urls:
+        flags += ["--server-metrics", *evidence.metrics_urls]
+    if evidence.repeats > 1:
+        # Trials with fresh prompts: a trial re-sending the previous one's prompts would be
+        # served from the cache it warmed (AIPerf's default keeps one seed for all trials).
+        flags += ["--num-profile-runs", str(evidence.repeats), "--confidence-level", "0.95",
+                  "--vary-seed-per-trial"]
     return flags
 
 
@@ -129,5 +163,5 @@ def _window(seconds: int, grace_seconds: int) -> list[str]:
 
 def _load(concurrency: int | str, seconds: int, top_concurrency: int | None = None) -> list[str]:
     top = top_concurrency if top_concurrency is not None else int(concurrency)
-    prompts = min(top * seconds, MAX_PROMPTS)
+    prompts = min(top * seconds * PROMPTS_PER_SLOT_SECOND, MAX_PROMPTS)
     return ["--concurrency", str(concurrency), "--num-dataset-entries", str(prompts)]

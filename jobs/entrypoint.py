@@ -27,11 +27,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Mapping
 
-from jobs import aiperf_argv, cluster_facts, kv_transport, model_download, modes, run_manifest, runs
+from jobs import (aiperf_argv, cluster_facts, event_plane, kv_transport, model_download, modes,
+                  run_manifest, runs)
 
 PROFILE = "cloud"
 SWEEP_STYLE = "per_level"
@@ -79,8 +81,11 @@ def set_aside(mode_dir: Path) -> Path | None:
 
 def run_mode(mode: modes.Mode, graph_dir: Path, target: aiperf_argv.Target,
              run: Callable = subprocess.run, clock: Callable[[], float] = time.time,
-             env: Mapping[str, str] | None = None) -> run_manifest.ModeStatus:
-    """Run every AIPerf call of `mode`; write and return its status."""
+             env: Mapping[str, str] | None = None,
+             evidence: aiperf_argv.Evidence = aiperf_argv.Evidence(),
+             nats_url: str | None = None) -> run_manifest.ModeStatus:
+    """Run every AIPerf call of `mode`, recording the NATS event plane meanwhile when
+    `nats_url` is known; write and return its status."""
     mode_dir = graph_dir / mode.name
     try:
         finished = run_manifest.read_status(mode_dir)
@@ -94,13 +99,14 @@ def run_mode(mode: modes.Mode, graph_dir: Path, target: aiperf_argv.Target,
         print(f"{mode.name}: an earlier attempt was left unfinished; moved to {moved}", flush=True)
     mode_dir.mkdir(parents=True)
 
-    calls = aiperf_argv.build_calls(mode, target, mode_dir, sweep_style=SWEEP_STYLE)
+    calls = aiperf_argv.build_calls(mode, target, mode_dir, SWEEP_STYLE, evidence)
     started, failures = now_iso(clock()), []
-    for call in calls:
-        print(f"{mode.name}/{call.step}: aiperf {' '.join(call.argv)}", flush=True)
-        result = run([sys.executable, "-m", "aiperf", *call.argv], env=env)
-        if result.returncode != 0:
-            failures.append(f"{call.step}: aiperf exited {result.returncode}")
+    with _recording(nats_url, mode_dir / event_plane.RECORDING):
+        for call in calls:
+            print(f"{mode.name}/{call.step}: aiperf {' '.join(call.argv)}", flush=True)
+            result = run([sys.executable, "-m", "aiperf", *call.argv], env=env)
+            if result.returncode != 0:
+                failures.append(f"{call.step}: aiperf exited {result.returncode}")
     status = run_manifest.ModeStatus(
         status="failed" if failures else "ok", error="; ".join(failures) or None,
         started=started, finished=now_iso(clock()),
@@ -108,6 +114,27 @@ def run_mode(mode: modes.Mode, graph_dir: Path, target: aiperf_argv.Target,
     run_manifest.write_status(mode_dir, status)
     print(f"{mode.name}: {status.status}" + (f" ({status.error})" if status.error else ""), flush=True)
     return status
+
+
+class _recording:
+    """The event plane recorded in a thread for as long as the block runs (nothing without a
+    NATS address: the report then says the hit rate was not recorded)."""
+
+    def __init__(self, nats_url: str | None, out: Path):
+        self.stop = threading.Event()
+        self.thread = (threading.Thread(target=event_plane.record, daemon=True,
+                                        args=(nats_url, out, self.stop.is_set))
+                       if nats_url else None)
+
+    def __enter__(self):
+        if self.thread:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.thread:
+            self.thread.join(timeout=10)
 
 
 def build_manifest(plan: dict, run_id: str, placement: list[dict], extra_versions: dict[str, str],
@@ -135,7 +162,8 @@ def job_versions(plan: dict) -> dict[str, str]:
 def main(env: Mapping[str, str] = os.environ, run: Callable = subprocess.run) -> int:
     plan = json.loads(Path(env["PLAN_FILE"]).read_text())
     root = Path(env["RESULTS_ROOT"])
-    mode = getattr(modes.plan_from_mapping(plan["bench"]), env["BENCH_MODE"])
+    bench = modes.plan_from_mapping(plan["bench"])
+    mode = getattr(bench, env["BENCH_MODE"])
     aiperf_env = ensure_aiperf(plan["aiperf_version"], env.get("AIPERF_TARGET"))
 
     if env.get("ALLOCATE_RUN") == "1":
@@ -152,8 +180,23 @@ def main(env: Mapping[str, str] = os.environ, run: Callable = subprocess.run) ->
                                   kv_transport.read_record(root, plan["config_hash"]))
         run_manifest.write_manifest(graph_dir, manifest)
 
+    # Server-side evidence: AIPerf scrapes every worker pod's /metrics itself (beside the
+    # frontend's), so the figures cover exactly each run's window and land beside its exports,
+    # parsed like the local lab's; the event plane comes from the platform's NATS.
+    try:
+        metrics_urls, nats_url = cluster_facts.read_worker_endpoints(env["POD_NAMESPACE"],
+                                                                     plan["graph_name"])
+    except (OSError, ValueError, KeyError) as err:  # the benchmark runs without the evidence
+        print(f"worker endpoints unreadable ({type(err).__name__}: {err})", flush=True)
+        metrics_urls, nats_url = [], None
+    print(f"server metrics from {len(metrics_urls)} worker(s); event plane "
+          f"{'from ' + nats_url if nats_url else 'not recorded (no NATS address on the workers)'}",
+          flush=True)
+    evidence = aiperf_argv.Evidence(slo=bench.slo, repeats=bench.repeats,
+                                    metrics_urls=tuple(metrics_urls))
     target = aiperf_argv.Target(**plan["target"])
-    run_mode(mode, graph_dir, target, run=run, env=aiperf_env)
+    run_mode(mode, graph_dir, target, run=run, env=aiperf_env, evidence=evidence,
+             nats_url=nats_url)
     return 0
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -70,6 +70,9 @@ class ProfileExport:
     isl: float | None
     osl: float | None
     metrics: Mapping[str, Metric]
+    # The run's goodput SLO as AIPerf recorded it (`input_config.slos`: metric -> ms); empty
+    # when the run counted no goodput.
+    slos: Mapping[str, float] = field(default_factory=dict)
 
     def stat(self, metric: str, stat: str) -> float | None:
         found = self.metrics.get(metric)
@@ -98,7 +101,7 @@ def find_run_dirs(step_dir: Path) -> list[Path]:
 
 
 def parse_profile_export(path: Path) -> ProfileExport:
-    body = _load_json(path)
+    body = load_json_object(path)
     if body.get("was_cancelled") or body.get("is_complete") is False:
         raise ExportError(path, "AIPerf marked this run cancelled or incomplete")
     metrics = _metrics(path, "", body)
@@ -110,6 +113,8 @@ def parse_profile_export(path: Path) -> ProfileExport:
         isl=_configured_prompt_mean(config, "isl"),
         osl=_configured_prompt_mean(config, "osl"),
         metrics=metrics,
+        slos={key: float(value) for key, value in (config.get("slos") or {}).items()
+              if _is_number(value)},
     )
 
 
@@ -119,7 +124,7 @@ def parse_sweep_aggregate(path: Path) -> list[ProfileExport]:
     Only `avg` and percentiles are kept: the aggregate's `std`, `min` and `max` describe the
     spread across trials, not across requests as in a run summary.
     """
-    body = _load_json(path)
+    body = load_json_object(path)
     combinations = body.get("per_combination_metrics")
     if not isinstance(combinations, list):
         raise ExportError(path, "no 'per_combination_metrics' list: not a sweep aggregate")
@@ -177,7 +182,7 @@ def concurrency_from_dir_name(directory: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _load_json(path: Path) -> dict[str, Any]:
+def load_json_object(path: Path) -> dict[str, Any]:
     try:
         body = json.loads(path.read_text())
     except FileNotFoundError:

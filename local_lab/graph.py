@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +26,7 @@ ROUTER_MODES = ("round-robin", "random", "kv")
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_SECONDS = 90.0  # a mocker needs ~5 s alone; far more on a loaded 2-core machine
 KV_ROUTER_PROBES = 3  # requests sharing a prefix: the later ones find it in the router's index
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the recorder runs as `python -m jobs.event_plane`
 
 # (role, mocker flags) per graph; the role names the worker's log and its manifest entry.
 WORKERS = {
@@ -47,10 +49,22 @@ class GraphConfig:
     frontend_port: int
     nats_port: int
     router_mode: str
+    recording: Path         # where the NATS event plane is recorded (jobs/event_plane.py)
 
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.frontend_port}"
+
+    @property
+    def worker_metrics_urls(self) -> tuple[str, ...]:
+        """Each worker's /metrics (its Dynamo system server), for AIPerf to scrape."""
+        return tuple(f"http://{LOOPBACK}:{port}/metrics"
+                     for port in worker_metrics_ports(self.name, self.frontend_port))
+
+
+def worker_metrics_ports(graph: str, frontend_port: int) -> tuple[int, ...]:
+    """The workers' system ports: the ones right after the frontend's."""
+    return tuple(frontend_port + 1 + index for index in range(len(WORKERS[graph])))
 
 
 def check_ports_free(ports: dict[str, int]) -> None:
@@ -84,12 +98,19 @@ class Graph:
                                       "--port", str(cfg.nats_port),
                                       "--store_dir", str(cfg.work_dir / "jetstream")], env)
         self._wait("NATS", lambda: _port_open(cfg.nats_port))
+        # Before any worker: the recording sees every KV event from the first block on.
+        self.processes.start("event-plane", [sys.executable, "-m", "jobs.event_plane",
+                                             "--nats", env["NATS_SERVER"],
+                                             "--out", str(cfg.recording)],
+                             {**env, "PYTHONPATH": str(REPO_ROOT)})
         roles = WORKERS[cfg.name]
-        for role, flags in roles:
-            say(f"starting mocker worker: {role}")
+        ports = worker_metrics_ports(cfg.name, cfg.frontend_port)
+        for (role, flags), port in zip(roles, ports):
+            say(f"starting mocker worker: {role} (metrics on {LOOPBACK}:{port})")
             self.processes.start(role, [str(cfg.dynamo_python), "-m", "dynamo.mocker",
                                         "--model-path", str(cfg.model_dir),
-                                        "--store-kv", "file", *flags], env)
+                                        "--store-kv", "file", *flags],
+                                 {**env, "DYN_SYSTEM_PORT": str(port)})
         # The frontend can read a card file before it is written and then never see the model:
         # start it only once every worker's card is complete.
         self._wait("worker model cards", lambda: self._complete_cards() >= len(roles))

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from jobs import aiperf_argv, run_manifest
+from jobs import aiperf_argv, event_plane, run_manifest
 from jobs.modes import BenchPlan, Mode
 from local_lab import cloud_shape
 from local_lab.graph import Graph, GraphConfig, GraphError
@@ -24,7 +24,8 @@ from local_lab.progress import Progress
 
 # A step's hard limit: its plan twice over plus start-up slack. Bounds a hung AIPerf.
 STEP_TIMEOUT_FACTOR, STEP_TIMEOUT_SLACK_SECONDS = 2.0, 120.0
-# AIPerf's end-of-run wait for server metrics (2 s a run) buys nothing with them off, and its
+# AIPerf's end-of-run wait for a last server-metrics scrape (2 s a run) is skipped: the figures
+# the report takes from them (total KV blocks, request counters) are read during the run; its
 # tokenizer pre-warm (a subprocess, ~1 s a run) is for hub downloads: the tokenizer is local.
 AIPERF_ENV = {"AIPERF_SERVER_METRICS_COLLECTION_FLUSH_PERIOD": "0",
               "AIPERF_TOKENIZER_SKIP_PRELOAD": "true"}
@@ -140,8 +141,10 @@ def _run_mode(setup: LabSetup, graph: str, mode: Mode, run: LabRun, processes: P
     mode_dir = run.run_dir / graph / mode.name
     target = aiperf_argv.Target(url=f"http://127.0.0.1:{setup.frontend_port}",
                                 model=str(setup.model_dir), tokenizer=str(setup.model_dir))
-    calls = aiperf_argv.build_calls(mode, target, mode_dir, setup.sweep_style,
-                                    server_metrics=False)  # saves CPU; nothing reads them here
+    evidence = aiperf_argv.Evidence(slo=setup.plan.slo, repeats=setup.plan.repeats,
+                                    metrics_urls=_graph_config(setup, graph, run.run_id)
+                                    .worker_metrics_urls)
+    calls = aiperf_argv.build_calls(mode, target, mode_dir, setup.sweep_style, evidence)
     started, done, error, graph_error = _now(), [], None, None
     try:
         for index, call in enumerate(calls, 1):
@@ -197,7 +200,8 @@ def _graph_config(setup: LabSetup, graph: str, run_id: str) -> GraphConfig:
                        nats_server=setup.nats_server, model_dir=setup.model_dir,
                        work_dir=setup.work_dir / run_id / graph,
                        frontend_port=setup.frontend_port, nats_port=setup.nats_port,
-                       router_mode=setup.router_mode)
+                       router_mode=setup.router_mode,
+                       recording=setup.out_dir / run_id / graph / event_plane.RECORDING)
 
 
 def _write_timings(path: Path, run: LabRun) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from jobs import exports
 from jobs.exports import ExportError, ProfileExport, RequestRecord
+from report.confidence import Confidence, combine_trials
 from jobs.names import GRAPHS, MODES
 from jobs.run_manifest import ManifestError, ModeStatus, RunManifest, read_manifest, read_status
 from report.selection import Candidate, Selection, candidate, choose, no_runs_error
@@ -26,8 +27,14 @@ class Problem:
 class StepResult:
     """One AIPerf run of a mode: its step label, its summary, and (multi-turn) its requests."""
     step: str
-    export: ProfileExport
+    export: ProfileExport  # with repeats: the trials' mean
     records: list[RequestRecord] | None = None
+    confidence: Confidence | None = None  # repeats > 1: AIPerf's confidence aggregate
+    trials: tuple[ProfileExport, ...] = ()  # every trial's own export (one without repeats)
+
+    @property
+    def run_dirs(self) -> tuple[Path, ...]:
+        return tuple(trial.path.parent for trial in self.trials) or (self.export.path.parent,)
 
 
 @dataclass
@@ -122,9 +129,10 @@ def _load_step(mode: str, step_dir: Path, problems: list[Problem]) -> list[StepR
         fate = ("figures of this level taken from the sweep aggregate" if level in stand_ins
                 else "skipped")
         problems.append(Problem(err.path, f"{err.problem}; {fate}"))
-    return [StepResult(step_dir.name, summary, _records(summary, problems)
-                       if mode in MODES_WITH_RECORDS else None)
-            for summary in summaries + list(stand_ins.values())]
+    return [StepResult(step_dir.name, group.export,
+                       _trial_records(group.trials, problems) if mode in MODES_WITH_RECORDS
+                       else None, group.confidence, group.trials)
+            for group in combine_trials(summaries + list(stand_ins.values()), problems)]
 
 
 def _sweep_aggregate_levels(step_dir: Path, failed: list[ExportError],
@@ -139,6 +147,14 @@ def _sweep_aggregate_levels(step_dir: Path, failed: list[ExportError],
         except ExportError as err:
             problems.append(Problem(err.path, err.problem))
     return found
+
+
+def _trial_records(trials: tuple[ProfileExport, ...],
+                   problems: list[Problem]) -> list[RequestRecord] | None:
+    """Every trial's requests together (a step run once has one trial)."""
+    found = [_records(trial, problems) for trial in trials]
+    return None if any(records is None for records in found) else \
+        [record for records in found for record in records]
 
 
 def _records(summary: ProfileExport, problems: list[Problem]) -> list[RequestRecord] | None:

@@ -168,6 +168,7 @@ def _pareto(rows: list[Row], figure) -> bool:
         axes.annotate("better", xy=(0.97, 0.95), xytext=(0.80, 0.78), xycoords="axes fraction",
                       textcoords="axes fraction", fontsize=9, ha="center",
                       arrowprops=dict(arrowstyle="->"))
+    _mark_slo(axes, rows)
     axes.set_xlabel("tokens/s per user")
     axes.set_ylabel("tokens/s per GPU")
     axes.set_xlim(left=0)
@@ -175,6 +176,17 @@ def _pareto(rows: list[Row], figure) -> bool:
     if series:
         axes.legend(fontsize=8, loc="lower left")
     return bool(series)
+
+
+def _mark_slo(axes, rows: list[Row]) -> None:
+    """Each graph's highest concurrency meeting the goodput SLO, starred and named."""
+    for row in rows:
+        if row.get("highest_meeting_slo") and None not in (row["tokens_per_s_per_user"],
+                                                           row["tokens_per_s_per_gpu"]):
+            point = (row["tokens_per_s_per_user"], row["tokens_per_s_per_gpu"])
+            axes.scatter(*point, marker="*", s=220, color="gold", edgecolors="black", zorder=3)
+            axes.annotate(f"{row['graph']}: highest c meeting SLO = c{row['concurrency']}",
+                          point, fontsize=7, textcoords="offset points", xytext=(6, -12))
 
 
 def _cost(rows: list[Row], figure) -> bool:

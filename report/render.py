@@ -15,6 +15,11 @@ from jobs import kv_transport
 from facts.instances import stale_prices_warning
 from jobs.run_manifest import STAND_IN, RunManifest
 from report.cost_efficiency import PRICE_NOTE
+from report.evidence import (EVIDENCE_NOTE, evidence_table, with_measured_hits,
+                             with_turn_hits)
+from report.findings_tables import (FINDINGS_NOTE, PREFIX_INTERVALS, SWEEP_INTERVALS,
+                                    findings_tables, with_intervals)
+from report.goodput import goodput_table, with_slo_marks
 from report.inputs import ReportInputs, load_results
 from report.plots import SIMULATED_NOTE, draw_plots
 from report.tables import (FEW_REQUESTS, MIN_REQUESTS, TAIL_MIN_REQUESTS, Column, Table,
@@ -68,12 +73,18 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
 
 def _tables(inputs: ReportInputs) -> dict[str, Table]:
     runs, problems = inputs.runs, inputs.problems
-    sweep = sweep_table(runs)
+    sweep = with_intervals(sweep_table(runs), runs, "concurrency_sweep", SWEEP_INTERVALS)
     per_turn, conversations = multi_turn_tables(runs)
-    tables = [sweep, pareto_table(sweep), cost_table(runs, sweep, problems),
-              prefix_cache_table(runs, problems), sequence_distribution_table(runs),
-              conversations, per_turn, status_table(runs)]
-    return {table.name: table for table in tables}
+    per_turn = with_turn_hits(per_turn, runs)
+    evidence = evidence_table(runs, problems)
+    prefix = with_measured_hits(with_intervals(prefix_cache_table(runs, problems), runs,
+                                               "prefix_cache", PREFIX_INTERVALS), evidence)
+    goodput = goodput_table(runs)
+    tables = [sweep, with_slo_marks(pareto_table(sweep), goodput),
+              cost_table(runs, sweep, problems), prefix, sequence_distribution_table(runs),
+              conversations, per_turn, status_table(runs), evidence, goodput]
+    by_name = {table.name: table for table in tables}
+    return by_name | findings_tables(by_name, any(run.manifest.simulated for run in runs))
 
 
 def _write_table(table: Table, directory: Path) -> None:
@@ -142,9 +153,12 @@ def _markdown(results_dir: Path, inputs: ReportInputs, tables: dict[str, Table],
                      "mocker. Their costs are those of the configuration they stand for and are "
                      "illustrative only, not measured GPU performance.\n")
     parts += _warnings(inputs)
+    parts += section("Findings: Report 5's validation points", ["findings", "recommendations"],
+                     FINDINGS_NOTE)
     parts += _sources(inputs)
     parts += _problems(inputs, results_dir)
     parts += section("Concurrency sweep: agg vs disagg", ["concurrency_sweep"])
+    parts += section("Goodput at the SLO", ["goodput"])
     parts += section("Pareto: tokens/s per GPU vs tokens/s per user", ["pareto"])
     parts += section("Cost efficiency", ["cost_efficiency"],
                      f"{PRICE_NOTE}" + (" Costs of simulated runs are illustrative of the "
@@ -153,6 +167,7 @@ def _markdown(results_dir: Path, inputs: ReportInputs, tables: dict[str, Table],
     parts += section("Prefix-cache effect", ["prefix_cache"])
     parts += section("Sequence-distribution stability", ["sequence_distribution"])
     parts += section("Multi-turn", ["multi_turn", "multi_turn_per_turn"])
+    parts += section("Server-side evidence", ["server_evidence"], EVIDENCE_NOTE)
     parts += section("Mode status", ["mode_status"])
     parts += ["## Definitions\n", DEFINITIONS]
     return "\n".join(parts)

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from jobs import aiperf_argv, modes, names
-from jobs.aiperf_argv import Target, build_calls
+from jobs.aiperf_argv import Evidence, Target, build_calls
 from jobs.modes import BenchPlan
 
 TARGET = Target(url="http://127.0.0.1:8000", model="/models/m", tokenizer="/models/m")
@@ -88,18 +88,61 @@ def test_sequence_distribution_sends_the_buckets():
 
 def test_unique_prompts_cover_the_run_so_cache_hits_are_deliberate():
     (call,) = build_calls(modes.scaled(BenchPlan(), "quick").prefix_cache, TARGET, "/r")[:1]
-    assert _flag(call.argv, "--num-dataset-entries") == [str(16 * modes.QUICK_STEP_SECONDS)]
+    assert _flag(call.argv, "--num-dataset-entries") == [str(16 * modes.QUICK_STEP_SECONDS * 2)]
     (full,) = build_calls(BenchPlan().prefix_cache, TARGET, "/r")[:1]
-    assert _flag(full.argv, "--num-dataset-entries") == [str(16 * 120)]
+    assert _flag(full.argv, "--num-dataset-entries") == [str(aiperf_argv.MAX_PROMPTS)]
     (top,) = build_calls(BenchPlan().concurrency_sweep, TARGET, "/r")
     assert _flag(top.argv, "--num-dataset-entries") == [str(aiperf_argv.MAX_PROMPTS)]
 
 
 def test_server_metrics_can_be_switched_off():
-    (call,) = build_calls(BenchPlan().multi_turn, TARGET, "/r", server_metrics=False)
+    (call,) = build_calls(BenchPlan().multi_turn, TARGET, "/r", evidence=Evidence(server_metrics=False))
     assert "--no-server-metrics" in call.argv
     (call,) = build_calls(BenchPlan().multi_turn, TARGET, "/r")
     assert "--no-server-metrics" not in call.argv
+
+
+def test_workers_metrics_endpoints_are_scraped_beside_the_frontend():
+    urls = ("http://10.0.0.5:9090/metrics", "http://10.0.0.6:9090/metrics")
+    (call,) = build_calls(BenchPlan().multi_turn, TARGET, "/r", evidence=Evidence(metrics_urls=urls))
+    at = call.argv.index("--server-metrics")
+    assert call.argv[at + 1:at + 3] == urls
+    assert call.argv[at + 3].startswith("--")
+
+
+def test_every_step_draws_its_own_prompts():
+    """A step re-sending an earlier step's prompts would be served from the cache it warmed."""
+    seeds = []
+    for style in aiperf_argv.SWEEP_STYLES:
+        for mode in BenchPlan().modes():
+            for call in build_calls(mode, TARGET, "/r", style):
+                (seed,) = _flag(call.argv, "--random-seed")
+                seeds.append(int(seed))
+                if call.step == "sweep":  # AIPerf seeds its levels seed, seed + 1, ...
+                    seeds += [int(seed) + i for i in range(1, len(mode.concurrency))]
+    per_style = len(seeds) // 2
+    list_style, per_level = seeds[:per_style], seeds[per_style:]
+    assert len(set(list_style)) == len(list_style), "two steps share a seed"
+    assert sorted(list_style) == sorted(per_level), "sweep styles draw different prompts"
+
+
+def test_goodput_counts_against_the_configured_slo():
+    plan = modes.plan_from_mapping({"slo": {"ttftMs": 300, "itlMs": 15}})
+    for mode in plan.modes():
+        for call in build_calls(mode, TARGET, "/r", evidence=Evidence(slo=plan.slo)):
+            assert _flag(call.argv, "--goodput") == [
+                "time_to_first_token:300 inter_token_latency:15"]
+
+
+def test_repeats_run_every_step_that_often_with_fresh_prompts_per_trial():
+    sweep = BenchPlan().concurrency_sweep
+    (once,) = build_calls(sweep, TARGET, "/r")
+    assert not _flag(once.argv, "--num-profile-runs")
+    (thrice,) = build_calls(sweep, TARGET, "/r", evidence=Evidence(repeats=3))
+    assert _flag(thrice.argv, "--num-profile-runs") == ["3"]
+    assert _flag(thrice.argv, "--confidence-level") == ["0.95"]
+    assert "--vary-seed-per-trial" in thrice.argv
+    assert thrice.planned_seconds == 3 * once.planned_seconds
 
 
 def test_unknown_sweep_style_is_named():
@@ -114,8 +157,10 @@ def test_every_flag_exists_in_the_pinned_aiperf_help(shared):
     for profile in names.PROFILES:
         for mode in modes.scaled(BenchPlan(), profile).modes():
             for style in aiperf_argv.SWEEP_STYLES:
-                for call in build_calls(mode, TARGET, "/r", style, server_metrics=False):
-                    assert call.argv[0] == "profile"
-                    emitted |= {arg for arg in call.argv if arg.startswith("--")}
+                for evidence in (Evidence(server_metrics=False),
+                                 Evidence(metrics_urls=("http://w:9090/metrics",), repeats=2)):
+                    for call in build_calls(mode, TARGET, "/r", style, evidence):
+                        assert call.argv[0] == "profile"
+                        emitted |= {arg for arg in call.argv if arg.startswith("--")}
     assert emitted, "the builder emitted no flags"
     assert emitted <= known, f"not in aiperf 0.9.0 help: {sorted(emitted - known)}"

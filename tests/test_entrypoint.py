@@ -147,7 +147,11 @@ def test_pinned_aiperf_is_installed_beside_the_images_only_when_it_differs(monke
 
 
 # --- the whole Job, four modes, then the export -------------------------------------------------
-PODS = [{"metadata": {"name": "benchlab-agg-vllmworker-0"}, "spec": {"nodeName": "ip-1"}},
+WORKER_CONTAINER = {"ports": [{"name": "system", "containerPort": 9090}, {"name": "http", "containerPort": 8000}],
+                    "env": [{"name": "NATS_SERVER", "value": "nats://127.0.0.1:9"}]}
+PODS = [{"metadata": {"name": "benchlab-agg-vllmworker-0",
+                      "labels": {"nvidia.com/dynamo-component-type": "worker"}},
+         "spec": {"nodeName": "ip-1", "containers": [WORKER_CONTAINER]}, "status": {"podIP": "10.0.0.5"}},
         {"metadata": {"name": "benchlab-agg-frontend-0"}, "spec": {"nodeName": "ip-9"}},
         {"metadata": {"name": "other-pod"}, "spec": {"nodeName": "ip-1"}},
         {"metadata": {"name": "benchlab-agg-vllmworker-1"}, "spec": {}}]  # not scheduled yet
@@ -164,12 +168,26 @@ def test_placement_maps_the_graphs_pods_to_nodes():
     ]
 
 
+def test_worker_pods_give_the_metrics_endpoints_and_the_nats_address():
+    frontend = {"metadata": {"name": "benchlab-agg-frontend-0",
+                             "labels": {"nvidia.com/dynamo-component-type": "frontend"}},
+                "spec": {"containers": [WORKER_CONTAINER]}, "status": {"podIP": "10.0.0.9"}}
+    pending = {"metadata": {"name": "benchlab-agg-vllmworker-1",
+                            "labels": {"nvidia.com/dynamo-component-type": "worker"}},
+               "spec": {"containers": [WORKER_CONTAINER]}, "status": {}}
+    assert cluster_facts.worker_endpoints([*PODS, frontend, pending], "benchlab-agg") == (
+        ["http://10.0.0.5:9090/metrics"], "nats://127.0.0.1:9")
+    assert cluster_facts.worker_endpoints([frontend], "benchlab-agg") == ([], None)
+
+
 def run_job(tmp_path, plan, mode, job_uid, aiperf, monkeypatch, allocate) -> int:
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(plan))
     monkeypatch.setattr(entrypoint, "ensure_aiperf", lambda version, target: {"AIPERF": version})
     monkeypatch.setattr(cluster_facts, "read_placement",
                         lambda ns, graph, label: cluster_facts.placement(PODS, NODES, graph, label))
+    monkeypatch.setattr(cluster_facts, "read_worker_endpoints",
+                        lambda ns, graph: cluster_facts.worker_endpoints(PODS, graph))
     return entrypoint.main({"PLAN_FILE": str(plan_file), "RESULTS_ROOT": str(tmp_path / "results"),
                             "BENCH_MODE": mode, "JOB_UID": job_uid, "POD_NAMESPACE": "benchlab",
                             "ALLOCATE_RUN": "1" if allocate else "0"}, run=aiperf)
@@ -186,6 +204,10 @@ def test_four_jobs_fill_one_run_with_a_manifest_and_a_status_per_mode(tmp_path, 
     aiperf = FakeAiperf(real_summary)
     run_id = run_campaign(tmp_path, plan, "uid", aiperf, monkeypatch)
     assert aiperf.envs and all(env == {"AIPERF": "0.9.0"} for env in aiperf.envs)  # the pinned one
+    for argv in aiperf.calls:  # every call scrapes the worker pods and counts goodput
+        at = argv.index("--server-metrics")
+        assert argv[at + 1] == "http://10.0.0.5:9090/metrics"
+        assert "--goodput" in argv
     graph_dir = tmp_path / "results" / run_id / "agg"
     manifest = run_manifest.read_manifest(graph_dir)
     assert (manifest.run_id, manifest.graph, manifest.simulated, manifest.profile) == (run_id, "agg", False, "cloud")
@@ -393,3 +415,22 @@ def test_the_report_code_is_not_shipped_to_the_benchmarks():
     shipped = job_code.code_files("entrypoint")
     assert "entrypoint.py" in shipped and "aiperf_argv.py" in shipped
     assert not any(name.startswith("report") for name in shipped)
+
+
+def test_unreadable_worker_endpoints_leave_the_benchmark_running_without_them(tmp_path, real_summary,
+                                                                              monkeypatch):
+    def unreachable(namespace, graph):
+        raise OSError("connection refused")
+
+    aiperf = FakeAiperf(real_summary)
+    plan = plan_for("agg", QUICK)
+    monkeypatch.setattr(entrypoint, "ensure_aiperf", lambda version, target: {"AIPERF": version})
+    monkeypatch.setattr(cluster_facts, "read_placement", lambda ns, graph, label: [])
+    monkeypatch.setattr(cluster_facts, "read_worker_endpoints", unreachable)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(plan))
+    assert entrypoint.main({"PLAN_FILE": str(plan_file), "RESULTS_ROOT": str(tmp_path / "results"),
+                            "BENCH_MODE": "multi_turn", "JOB_UID": "u", "POD_NAMESPACE": "benchlab",
+                            "ALLOCATE_RUN": "1"}, run=aiperf) == 0
+    (argv,) = aiperf.calls
+    assert "--server-metrics" not in argv and "--goodput" in argv  # the frontend's alone

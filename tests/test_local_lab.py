@@ -73,6 +73,30 @@ def test_quick_lab_runs_both_graphs_and_builds_the_report_from_aiperf_exports(la
     ours = [row for row in rows if row["run_id"] == run_dir.name]
     assert sorted(row["ttft_p50_ms"] for row in ours) == sorted(ttft_p50.values())
     assert f"report: {report_dir / 'report.md'}" in result.stdout
+    _assert_evidence(report_dir)
+
+
+def _assert_evidence(report_dir: Path) -> None:
+    """Server-side hit rates, goodput and findings, all from what this run measured."""
+    def rows(name):
+        return json.loads((report_dir / "tables" / f"{name}.json").read_text())["rows"]
+
+    evidence = rows("server_evidence")
+    for graph in ("agg (simulated)", "disagg (simulated)"):
+        hits = {row["requested_hit_pct"]: row["measured_hit_pct"] for row in evidence
+                if row["graph"] == graph and row["mode"] == "prefix_cache"}
+        assert sorted(hits) == [0, 25, 50, 75, 100], hits
+        assert hits[0] is not None and hits[0] < 2, f"{graph}: a 0 % step hit the cache: {hits}"
+        measured = [hits[ratio] for ratio in sorted(hits)]
+        assert measured == sorted(measured) and hits[100] > 50, f"{graph}: {hits}"
+        assert all(row["worker_requests"] for row in evidence if row["graph"] == graph)
+    goodput = rows("goodput")
+    assert len(goodput) == 6 and all(row["goodput_rps"] is not None for row in goodput)
+    findings = rows("findings")
+    assert len(findings) == 4 and all(row["evidence"].startswith("Simulated") for row in findings)
+    markdown = (report_dir / "report.md").read_text()
+    assert markdown.index("## Findings") < markdown.index("## Sources")
+    assert "significance unknown" in markdown  # one repeat in the quick profile
 
 
 def _descendants(pid: int) -> set[int]:

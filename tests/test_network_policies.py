@@ -65,6 +65,8 @@ NEEDED = [
     ("benchmark -> PyPI (pinned AIPerf)", BENCHMARK, HUGGING_FACE, 443, "TCP"),
     ("benchmark -> API (pod placement)", BENCHMARK, API_SERVICE, 443, "TCP"),
     ("operator -> API", OPERATOR, API_SERVER, 443, "TCP"),
+    ("benchmark -> NATS (event plane)", BENCHMARK, NATS, NATS_PORT, "TCP"),
+    ("benchmark -> worker metrics (server metrics)", BENCHMARK, DECODE, 9090, "TCP"),
     ("KV check -> frontend", KV_CHECK, FRONTEND, FRONTEND_PORT, "TCP"),
     ("KV check -> worker metrics", KV_CHECK, PREFILL, 9090, "TCP"),
     ("KV check -> API (pods, logs)", KV_CHECK, API_SERVICE, 443, "TCP"),
@@ -77,7 +79,6 @@ NEEDED = [
 ]
 FORBIDDEN = [
     ("benchmark -> etcd", BENCHMARK, ETCD, ETCD_PORT, "TCP"),
-    ("benchmark -> NATS", BENCHMARK, NATS, NATS_PORT, "TCP"),
     ("download (HF token) -> NATS", DOWNLOAD, NATS, NATS_PORT, "TCP"),
     ("download -> frontend", DOWNLOAD, FRONTEND, FRONTEND_PORT, "TCP"),
     ("benchmark -> worker", BENCHMARK, DECODE, 34567, "TCP"),
