@@ -18,6 +18,7 @@ COMMANDS = {
     "cost": "cli.cost",
     "results": "cli.results",
     "tools": "cli.tools_command",
+    "lock-wheels": "cli.lock_wheels",
 }
 
 

@@ -29,7 +29,7 @@ from facts.instances import facts
 from jobs.names import GPU_GROUPS, NODE_GROUPS
 from stacks.config import Secrets, StackConfig
 from stacks.run_plan import run_plan
-from stacks.serving_spec import graph_manifest, graph_warnings, image
+from stacks.serving_spec import graph_manifest, graph_warnings
 
 PROJECT = "benchlab"
 
@@ -203,7 +203,8 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
         model_id=cfg.model.id, revision=cfg.model.revision, model_store_gib=cfg.model.store_gib,
         results_gib=cfg.results.storage_gib,
         download_timeout_minutes=cfg.model.download_timeout_minutes,
-        hf_token_secret=None if token is None else HF_TOKEN_SECRET, cpu_node_selector=cpu_nodes,
+        hf_token_secret=None if token is None else HF_TOKEN_SECRET,
+        image=cfg.deployed_image("client"), cpu_node_selector=cpu_nodes,
         depends_on=[platform.namespaces["lab"], infra.efs_storage_class, infra.system_nodes,
                     *([token] if token is not None else [])]), opts=opts)
 
@@ -219,12 +220,13 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
 
     bench = Benchmarks(f"{ctx.name}-bench", BenchmarksArgs(
         namespace=namespace, plan=run_plan(cfg, shipped_code_sha()), modes=cfg.bench.modes(),
-        image=image(cfg), cpu_node_selector=cpu_nodes,
+        image=cfg.deployed_image("client"), cpu_node_selector=cpu_nodes,
         depends_on=[graph.graph, store.results_pvc]), opts=opts)
     ResultsExport(f"{ctx.name}-export", ResultsExportArgs(
         namespace=namespace, region=cfg.region, bucket_name=infra.results_bucket.bucket,
         bucket_arn=infra.results_bucket.arn, oidc_provider_arn=infra.oidc_provider_arn,
         oidc_provider_url=infra.oidc_provider_url, pushgateway_url=platform.pushgateway_url,
+        image=cfg.deployed_image("client"),
         plan_configmap=bench.plan_configmap, config_hash=bench.plan["config_hash"],
         cpu_node_selector=cpu_nodes, depends_on=[bench.jobs[-1]]), opts=opts)
 
