@@ -19,6 +19,7 @@ COMMANDS = {
     "results": "cli.results",
     "tools": "cli.tools_command",
     "lock-wheels": "cli.lock_wheels",
+    "lock-images": "cli.lock_images",
 }
 
 
