@@ -2,12 +2,19 @@
 pip's installation report into a lock pip accepts in hash-checking mode."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import os
 import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 
 from cli import lock_wheels
+from components import job_code
 from cli.cli import CliError
 from facts import versions, wheel_locks
 
@@ -77,3 +84,42 @@ def test_pip_is_asked_for_the_client_images_platform_from_pypi_alone(tmp_path):
     # this machine's pip config (mirrors, find-links) is not read
     assert seen["env"]["PIP_CONFIG_FILE"] == "/dev/null"
     assert not [k for k in seen["env"] if k.startswith("PIP_") and k != "PIP_CONFIG_FILE"]
+
+
+def make_wheel(directory: Path, name: str = "benchlab_probe", version: str = "1.0") -> Path:
+    """A minimal, valid pure-Python wheel (PEP 427), made here: no index needed."""
+    files = {f"{name}/__init__.py": "VALUE = 1\n",
+             f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{name}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = [f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).decode().rstrip('=')},{len(text)}"
+              for path, text in files.items()]
+    files[f"{name}-{version}.dist-info/RECORD"] = "\n".join(record + [f"{name}-{version}.dist-info/RECORD,,"]) + "\n"
+    wheel = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+    return wheel
+
+
+def test_the_jobs_install_command_refuses_a_wheel_whose_hash_is_not_locked(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    wheel = make_wheel(wheels)
+    good = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    command = job_code.install_command(wheel_locks.BOTO3)
+    # the Job's own flags; the index is a local directory here (no network in tests)
+    flags = command[4:command.index("--index-url")]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PIP_")}, "PIP_CONFIG_FILE": os.devnull}
+
+    def install(digest: str, target: str):
+        lock = tmp_path / f"{target}.lock.txt"
+        lock.write_text(f"benchlab-probe==1.0 --hash=sha256:{digest}\n")
+        return subprocess.run([sys.executable, "-m", "pip", "install", *flags, "--no-index",
+                               "--find-links", str(wheels), "--target", str(tmp_path / target),
+                               "-r", str(lock)], env=env, capture_output=True, text=True, timeout=120)
+
+    tampered = install("0" * 64, "refused")
+    assert tampered.returncode != 0 and "DO NOT MATCH THE HASHES" in tampered.stderr
+    assert not (tmp_path / "refused" / "benchlab_probe").exists()
+    assert install(good, "installed").returncode == 0
+    assert (tmp_path / "installed" / "benchlab_probe" / "__init__.py").exists()
