@@ -23,7 +23,7 @@ import pulumi_kubernetes as k8s
 from jobs import modes
 from components import job_code
 from components.base import PART_OF
-from components.model_store import MODEL_MOUNT, MODEL_PVC, OFFLINE_ENV, RESULTS_MOUNT, RESULTS_PVC
+from components.model_store import MODEL_MOUNT, MODEL_PVC, RESULTS_MOUNT, RESULTS_PVC
 from facts.wheel_locks import AIPERF
 
 SERVICE_ACCOUNT = "bench-runner"
@@ -37,6 +37,11 @@ PLANNED_SLACK = 1.25  # load windows are wall-clock; drains and per-call start-u
 # entrypoint keeps the earlier attempt and never overwrites finished modes.
 BENCH_BACKOFF_LIMIT = 2
 TERMINAL_ENV = {"NO_COLOR": "1", "TERM": "dumb", "TQDM_DISABLE": "1"}  # plain Job logs
+# No HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE here, unlike the serving pods: with either set,
+# AIPerf 0.9.0 loads the tokenizer as a hub repo id from the local cache and rejects the model
+# store's directory (aiperf 0.9.0 aiperf/common/tokenizer.py: _is_offline_mode ->
+# _from_pretrained_local). Online, an absolute path never reaches the hub (resolve_alias).
+# tests/test_workloads.py loads the tokenizer with the real AIPerf in this env.
 
 
 def shipped_code() -> dict[str, str]:
@@ -136,7 +141,7 @@ def bench_job_spec(mode: modes.Mode, config_hash: str, args: BenchmarksArgs,
                    allocate_run: bool) -> dict:
     env = {"BENCH_MODE": mode.name, "PLAN_FILE": f"{PLAN_MOUNT}/{PLAN_FILE}",
            "RESULTS_ROOT": RESULTS_MOUNT, "ALLOCATE_RUN": "1" if allocate_run else "0",
-           **OFFLINE_ENV, **TERMINAL_ENV}
+           **TERMINAL_ENV}
     container = {
         "name": "aiperf",
         "image": args.image,

@@ -6,7 +6,9 @@ will run, and that no secret is ever plain."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from stacks import serving_spec
 from components.base import HF_TOKEN_KEY, HF_TOKEN_SECRET
 from components.cluster import ROLE_LABEL
 from cli import offline
+from tests.conftest import REPO
 
 JOB = "kubernetes:batch/v1:Job"
 PVC = "kubernetes:core/v1:PersistentVolumeClaim"
@@ -305,6 +308,8 @@ def test_benchmark_jobs_run_the_entrypoint_on_cpu_nodes(lab_runs):
         assert env["BENCH_MODE"] == mode
         assert env["ALLOCATE_RUN"] == ("1" if index == 0 else "0")  # only the first makes a run id
         assert main["image"] == images.CLIENT_IMAGE  # never the ~20 GB serving image
+        # AIPerf 0.9.0 cannot load the model store's tokenizer directory in HF offline mode
+        assert not {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"} & set(env)
         assert main["command"] == ["python", "-m", "jobs.entrypoint"]
         assert pod["serviceAccountName"] == benchmark_jobs.SERVICE_ACCOUNT
         assert pod["nodeSelector"] == {ROLE_LABEL: "system"} and "tolerations" not in pod
@@ -524,3 +529,22 @@ def test_a_locked_image_is_deployed_by_digest_everywhere(lab_runs):
     assert f"vllm-runtime:0.9.1@sha256:{'b' * 64}" in spec and "vllm-runtime:0.9.1\"" not in spec
     unlocked = lab_runs("agg")
     assert "@sha256:" not in json.dumps([j.plain_inputs() for j in unlocked.of_type(JOB)])
+
+
+def test_the_pinned_aiperf_loads_the_model_stores_tokenizer_in_the_benchmark_jobs_env(lab_runs, tmp_path):
+    """The rendered environment of a benchmark Job, with the real AIPerf's tokenizer loader."""
+    from local_lab import tool_venvs
+    from local_lab.tokenizer import ensure_model_dir
+
+    aiperf_python = tool_venvs.tool_path(tool_venvs.AIPERF, REPO / ".venvs", "python")
+    if not aiperf_python.exists():
+        pytest.skip(f"{aiperf_python} absent: `./benchlab tools` installs the pinned AIPerf")
+    job_env = {k: v for k, v in env_of(container(benchmark_job_resources(lab_runs("agg"))[0])).items()
+               if isinstance(v, str) and not v.startswith("/")}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}, **job_env}
+    model = ensure_model_dir(tmp_path / "model")
+    probe = ("import sys; from aiperf.common.tokenizer import Tokenizer; "
+             "Tokenizer.from_pretrained(sys.argv[1]); print('loaded')")
+    result = subprocess.run([str(aiperf_python), "-c", probe, str(model)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "loaded" in result.stdout, result.stderr[-1500:]
