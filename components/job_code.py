@@ -12,8 +12,8 @@ replaces the Job.
 Third-party packages (AIPerf, boto3, huggingface_hub): the Job's wheel lock ships beside its
 code, and an init container installs exactly those wheels, each checked against its sha256
 (pip --require-hashes, wheels only, so no package code runs at install), before the Job's own
-container starts. That init container holds no secret and no API token. A failed install
-fails the pod there: the Job never runs with anything else.
+container starts. That init container holds no secret, no API token and no AWS identity. A
+failed install fails the pod there: the Job never runs with anything else.
 
 The pod: restricted. A non-root user with no capabilities and a read-only root filesystem;
 what a Job writes goes to its volumes or to an emptyDir scratch directory (HOME, pip --target
@@ -183,6 +183,10 @@ def job_template(*, container: dict, lock: WheelLock, volumes: list[dict],
             "volumes": [*volumes, *extra_volumes]}
     if service_account:
         spec["serviceAccountName"] = service_account
+    # IRSA's webhook injects the role's web identity token into every container, init
+    # containers too, except those this annotation names (aws/amazon-eks-pod-identity-webhook
+    # @9dafe2b:pkg/handler/handler.go getContainersToSkip): the install step gets no AWS identity.
+    annotations = {**annotations, "eks.amazonaws.com/skip-containers": INSTALL_CONTAINER}
     return {"metadata": {"labels": labels, "annotations": annotations}, "spec": spec}
 
 

@@ -510,8 +510,10 @@ def test_client_jobs_run_the_small_image_and_install_only_their_hash_locked_whee
     auto_named = code_volume["configMap"]["name"]  # <resource name>-<random suffix>
     (code_map,) = [c for c in rec.of_type(CONFIG_MAP) if c.name == auto_named.rsplit("-", 1)[0]]
     assert code_map.plain_inputs()["data"][lock.file_name] == lock.text()
-    # the install step holds no secret, no API token and no AWS identity mount
+    # the install step holds no secret, no API token and no AWS identity (IRSA's webhook skips it)
     assert {m["name"] for m in install["volumeMounts"]} == {job_code.CODE_VOLUME, "scratch"}
+    annotations = job.plain_inputs()["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["eks.amazonaws.com/skip-containers"] == install["name"]
     assert install["securityContext"] == job_code.RESTRICTED_CONTAINER
     # and the Job's own code never installs anything
     assert "pip" not in json.dumps(container(job)["command"])
