@@ -36,16 +36,11 @@ class GraphConfig:
     name: str               # agg | disagg
     dynamo_python: Path
     nats_server: Path
-    model_dir: Path         # also the served model id, unless served_model_name says otherwise
+    model_dir: Path         # also the served model id
     work_dir: Path          # kv store, JetStream store, process logs
     frontend_port: int
     nats_port: int
     router_mode: str
-    served_model_name: str = ""  # the API's model id; default: the model dir's path
-
-    @property
-    def model_name(self) -> str:
-        return self.served_model_name or str(self.model_dir)
 
     @property
     def url(self) -> str:
@@ -86,8 +81,6 @@ class Graph:
             say(f"starting mocker worker: {role}")
             self.processes.start(role, [str(cfg.dynamo_python), "-m", "dynamo.mocker",
                                         "--model-path", str(cfg.model_dir),
-                                        *(["--model-name", cfg.served_model_name]
-                                          if cfg.served_model_name else []),
                                         "--store-kv", "file", *flags], env)
         # The frontend can read a card file before it is written and then never see the model:
         # start it only once every worker's card is complete.
@@ -123,7 +116,7 @@ class Graph:
         return complete
 
     def _serves_a_request(self) -> bool:
-        body = json.dumps({"model": self.config.model_name, "max_tokens": 1,
+        body = json.dumps({"model": str(self.config.model_dir), "max_tokens": 1,
                            "messages": [{"role": "user", "content": "ready?"}]}).encode()
         request = urllib.request.Request(f"{self.config.url}/v1/chat/completions", data=body,
                                          headers={"Content-Type": "application/json"})

@@ -14,7 +14,8 @@ What stands in for Kubernetes: the volume mounts (container paths map to directo
 OUT), cluster DNS (an in-cluster Service's host is 127.0.0.1, its stand-in listening on the
 Service's port), the downward API (Job uid, namespace), IRSA (static test credentials for
 moto) and the API server (the pod -> node placement the first Job records is of the local
-processes).
+processes). And for the GPU graph the mocker, which serves the model under its directory's
+path: the plan's model id is that path here.
 """
 from __future__ import annotations
 
@@ -231,6 +232,9 @@ def main(out: Path, cache: Path) -> int:
         """The plan ConfigMap as this pod sees it: Service URL and mounted paths resolved."""
         rendered = json.loads(text)
         rendered["target"]["url"] = cluster_dns(rendered["target"]["url"])
+        # The mocker serves the model under its directory's path: offline, Dynamo 0.9.1's
+        # frontend cannot register a hub id (it fetches the id's files from Hugging Face).
+        rendered["target"]["model"] = str(model_dir)
         rendered["target"]["tokenizer"] = pod.host_path(rendered["target"]["tokenizer"])
         rendered["model_dir"] = pod.host_path(rendered["model_dir"])
         return json.dumps(rendered)
@@ -244,8 +248,7 @@ def main(out: Path, cache: Path) -> int:
         Graph(GraphConfig(name=plan["graph"], dynamo_python=tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "python"),
                           nats_server=tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "nats-server"),
                           model_dir=model_dir, work_dir=out / "graph", frontend_port=port,
-                          nats_port=4222, router_mode="round-robin",
-                          served_model_name=plan["target"]["model"]), processes).start()
+                          nats_port=4222, router_mode="round-robin"), processes).start()
         for mode, job in zip(names.MODES, bench):
             pod = Pod(rec, job, out / "pods" / mode, shared, rewrite_plan)
             install(pod, python, cache, summary["installs"])
