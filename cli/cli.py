@@ -19,6 +19,8 @@ COMMANDS = {
     "results": "cli.results",
     "leftovers": "cli.leftovers",
     "tools": "cli.tools_command",
+    "lock-wheels": "cli.lock_wheels",
+    "lock-images": "cli.lock_images",
 }
 
 

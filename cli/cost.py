@@ -44,7 +44,7 @@ NAT_GATEWAYS = 1  # components/network.py: one NAT gateway, in the GPU zone
 # Downloaded model sizes (safetensors + tokenizer); another model counts as model.storeGib.
 MODEL_DOWNLOAD_GIB = {"Qwen/Qwen3-30B-A3B-FP8": 31}
 # The vllm-runtime image, compressed (see stacks/config.py MIN_GPU_DISK_GIB): every GPU node
-# pulls it once, and so does the system node that runs the benchmark Jobs.
+# pulls it once, and so does the system node that runs the frontend.
 RUNTIME_IMAGE_GIB = 20
 
 # --- Provisioning overheads, minutes ---------------------------------------------------------
@@ -202,7 +202,7 @@ def one_off_usd(cfg: StackConfig) -> dict[str, float]:
     workers = sum(w.replicas for graph in GRAPHS for _, w in at_mode(cfg, graph).worker_roles().values())
     agg, disagg = nodes_up(cfg, "agg"), nodes_up(cfg, "disagg")
     gpu_nodes = sum(max(agg[r], disagg[r]) for r in GPU_GROUPS)
-    image_pulls = gpu_nodes + 1  # + the system node running the benchmark Jobs
+    image_pulls = gpu_nodes + 1  # + the system node running the frontend
     return {
         f"EFS: write {model:g} GiB once, {workers} worker starts read it":
             model * (EFS_ELASTIC_WRITE_USD_PER_GB + workers * EFS_ELASTIC_READ_USD_PER_GB),

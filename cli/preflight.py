@@ -71,7 +71,7 @@ def run_checks(cfg: StackConfig, clients: AwsClients) -> list[Check]:
     identity = check_credentials(clients.sts)
     if identity.status == "fail":
         return [identity, Check("other checks", "skip", "they need working credentials")]
-    return [identity,
+    return [identity, *check_image_lock(cfg),
             *check_offerings(cfg, clients.ec2),
             *check_efa(cfg, clients.ec2),
             *check_quotas(cfg, clients.quotas, clients.ec2),
@@ -130,6 +130,24 @@ def check_api_access(cfg: StackConfig) -> Check:
         return Check(name, "fail", f"{', '.join(placeholders)} is a documentation range (the "
                      "stack file's placeholder): you could not reach your own cluster", fix)
     return Check(name, "pass", f"only {', '.join(cidrs)}")
+
+
+def check_image_lock(cfg: StackConfig) -> list[Check]:
+    """Each image the stack's pods run: deployed by digest (locked) or by a tag that can move."""
+    checks = []
+    for reference in sorted(set(cfg.images().values())):
+        if reference in cfg.image_digests:
+            checks.append(Check(f"image {reference}", "pass",
+                                f"locked: deployed as @{cfg.image_digests[reference]}"))
+        else:
+            checks.append(Check(f"image {reference}", "warn",
+                                "not locked: deployed by tag, which the registry can move",
+                                "./benchlab lock-images --stack <stack> (records its digest)"))
+    stale = sorted(set(cfg.image_digests) - set(cfg.images().values()))
+    if stale:
+        checks.append(Check("image lock", "warn", f"digests of images the stack no longer runs: "
+                            f"{', '.join(stale)}", "./benchlab lock-images --stack <stack>"))
+    return checks
 
 
 def check_credentials(sts) -> Check:

@@ -7,6 +7,7 @@ they cannot be decrypted here and are never needed: only which secret keys are s
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,3 +61,44 @@ def load(stack: str | None, root: Path | None = None) -> StackFile:
 
 def _is_encrypted(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"secure"}
+
+
+IMAGE_DIGESTS_KEY = f"{config.NAMESPACE}:imageDigests"
+
+
+def record_image_digests(path: Path, digests: dict[str, str]) -> None:
+    """Write `benchlab:imageDigests` into the stack file, replacing any earlier lock and
+    leaving every other line (comments included) as it was."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    config_at = next((i for i, line in enumerate(lines) if line.rstrip() == "config:"), None)
+    if config_at is None:
+        lines += ["config:"]
+        config_at = len(lines) - 1
+    end = next((i for i in range(config_at + 1, len(lines))
+                if lines[i] and not lines[i][0].isspace() and not lines[i].startswith("#")), len(lines))
+    entries = [i for i in range(config_at + 1, end) if lines[i].strip() and not lines[i].lstrip().startswith("#")]
+    indent = (len(lines[entries[0]]) - len(lines[entries[0]].lstrip())) if entries else 2
+    # drop the old block: its key line and every line indented below it
+    kept, skipping = [], False
+    for i, line in enumerate(lines):
+        if config_at < i < end and line.strip().startswith(f"{IMAGE_DIGESTS_KEY}:"):
+            skipping = True
+            continue
+        if skipping and (not line.strip() or len(line) - len(line.lstrip()) > indent):
+            continue
+        skipping = False
+        kept.append(line)
+    end -= len(lines) - len(kept)
+    while end > config_at + 1 and not kept[end - 1].strip():
+        end -= 1  # insert before trailing blank lines of the config block
+    pad = " " * indent
+    block = [f"{pad}{IMAGE_DIGESTS_KEY}:"] + [
+        f"{pad}  {json.dumps(reference)}: {json.dumps(digest)}" for reference, digest in sorted(digests.items())]
+    updated = "\n".join(kept[:end] + block + kept[end:]) + "\n"
+    written = yaml.safe_load(updated)["config"]
+    before = (yaml.safe_load(text) or {}).get("config") or {}
+    expected = {**{k: v for k, v in before.items() if k != IMAGE_DIGESTS_KEY}, IMAGE_DIGESTS_KEY: digests}
+    if written != expected:  # never write a file that reads back differently
+        raise CliError(f"{path.name}: could not record the image digests without changing other keys")
+    path.write_text(updated, encoding="utf-8")

@@ -1,7 +1,8 @@
 """Benchmarks: the four AIPerf Jobs, strictly one after another, against the serving graph.
 
 Each Job runs `jobs.entrypoint` for one mode (code and the run plan mounted from
-ConfigMaps) in the vllm-runtime image, on a CPU node, writing to the results volume. Pulumi
+ConfigMaps) in the client image with the hash-locked AIPerf (facts/locks/aiperf.lock.txt), on a
+CPU node, writing to the results volume. Pulumi
 waits for each Job to complete, with a timeout derived from the mode's planned duration, and
 starts the next only then. The plan carries everything the run manifest records (versions,
 nodes, workers, the graph's spec) and a hash of it: a change of any of them, or of the code,
@@ -22,20 +23,25 @@ import pulumi_kubernetes as k8s
 from jobs import modes
 from components import job_code
 from components.base import PART_OF
-from components.model_store import MODEL_MOUNT, MODEL_PVC, OFFLINE_ENV, RESULTS_MOUNT, RESULTS_PVC
+from components.model_store import MODEL_MOUNT, MODEL_PVC, RESULTS_MOUNT, RESULTS_PVC
+from facts.wheel_locks import AIPERF
 
 SERVICE_ACCOUNT = "bench-runner"
 PLAN_MOUNT = "/opt/benchlab-plan"
 PLAN_FILE = "plan.json"
-# Before and after a mode's planned load: pip-installing the pinned AIPerf when the image's
-# differs, tokenizer load and dataset generation per call, and slack for a slow frontend.
+# Before and after a mode's planned load: installing the locked AIPerf wheels (init container),
+# tokenizer load and dataset generation per call, and slack for a slow frontend.
 JOB_OVERHEAD_SECONDS = 600
 PLANNED_SLACK = 1.25  # load windows are wall-clock; drains and per-call start-up vary
 # A pod that fails for a reason outside AIPerf (node drained, volume hiccup) is retried; the
 # entrypoint keeps the earlier attempt and never overwrites finished modes.
 BENCH_BACKOFF_LIMIT = 2
 TERMINAL_ENV = {"NO_COLOR": "1", "TERM": "dumb", "TQDM_DISABLE": "1"}  # plain Job logs
-AIPERF_TARGET = f"{job_code.SCRATCH}/aiperf"  # the pinned AIPerf, when the image's differs
+# No HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE here, unlike the serving pods: with either set,
+# AIPerf 0.9.0 loads the tokenizer as a hub repo id from the local cache and rejects the model
+# store's directory (aiperf 0.9.0 aiperf/common/tokenizer.py: _is_offline_mode ->
+# _from_pretrained_local). Online, an absolute path never reaches the hub (resolve_alias).
+# tests/test_workloads.py loads the tokenizer with the real AIPerf in this env.
 
 # AIPerf runs one process per worker: a few cores keep the client from being the limit
 # (stacks/pod_fit.py checks it fits a system node).
@@ -43,8 +49,8 @@ BENCH_RESOURCES = {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory
 
 
 def shipped_code() -> dict[str, str]:
-    """The benchmark Jobs' code ConfigMap: `jobs.entrypoint` and what it imports."""
-    return job_code.code_files("entrypoint")
+    """The benchmark Jobs' code ConfigMap: `jobs.entrypoint`, what it imports, the AIPerf lock."""
+    return job_code.code_files("entrypoint", AIPERF)
 
 
 def shipped_code_sha() -> str:
@@ -63,7 +69,7 @@ class BenchmarksArgs:
     namespace: pulumi.Input[str]
     plan: dict  # stacks.run_plan.run_plan(cfg, shipped_code_sha()): mounted as the Jobs' plan
     modes: tuple[modes.Mode, ...]  # in the order they run
-    image: str  # vllm-runtime at the pinned Dynamo version: Python, and an AIPerf to start from
+    image: str  # the client image (facts/images.py), by digest when the stack locks it
     cpu_node_selector: dict[str, str]
     depends_on: list[pulumi.Resource]  # the serving graph (Ready) and the volumes
 
@@ -137,11 +143,11 @@ def bench_job_spec(mode: modes.Mode, config_hash: str, args: BenchmarksArgs,
                    allocate_run: bool) -> dict:
     env = {"BENCH_MODE": mode.name, "PLAN_FILE": f"{PLAN_MOUNT}/{PLAN_FILE}",
            "RESULTS_ROOT": RESULTS_MOUNT, "ALLOCATE_RUN": "1" if allocate_run else "0",
-           "AIPERF_TARGET": AIPERF_TARGET, **OFFLINE_ENV, **TERMINAL_ENV}
+           **TERMINAL_ENV}
     container = {
         "name": "aiperf",
         "image": args.image,
-        "command": ["python3", "-m", "jobs.entrypoint"],
+        "command": job_code.run_module("entrypoint"),
         "env": [*job_code.env_list(env),
                 # The Job's identity (its uid), so a retried pod keeps the run id its Job made.
                 {"name": "JOB_UID", "valueFrom": {"fieldRef": {
@@ -158,7 +164,7 @@ def bench_job_spec(mode: modes.Mode, config_hash: str, args: BenchmarksArgs,
         # No ttlSecondsAfterFinished: a Job Kubernetes deleted would be re-created (and re-run)
         # by the next `pulumi up`.
         "template": job_code.job_template(
-            container=container,
+            container=container, lock=AIPERF,
             volumes=[{"name": "results", "persistentVolumeClaim": {"claimName": RESULTS_PVC}},
                      {"name": "model-store", "persistentVolumeClaim": {
                          "claimName": MODEL_PVC, "readOnly": True}},

@@ -22,8 +22,8 @@ import pulumi_kubernetes as k8s
 from components import job_code
 from components.base import PART_OF
 from components.irsa import irsa_trust_policy
-from components.model_store import PYTHON_IMAGE, RESULTS_MOUNT, RESULTS_PVC
-from components.results_export import BOTO3_REQUIREMENT
+from components.model_store import RESULTS_MOUNT, RESULTS_PVC
+from facts.wheel_locks import BOTO3
 
 NAME = "gpu-release"  # the CronJob and its service account; the Event names the CronJob
 SCHEDULE = "*/5 * * * *"  # a release lands at most 5 minutes after the grace or the lease
@@ -54,6 +54,7 @@ class GpuReleaseArgs:
     graph: str  # serving mode of the current run
     oidc_provider_arn: pulumi.Input[str]
     oidc_provider_url: pulumi.Input[str]
+    image: str  # the client image; boto3 comes from its hash-locked wheels
     cpu_node_selector: dict[str, str]
     depends_on: list[pulumi.Resource]  # the lab namespace, the results volume, the system nodes
 
@@ -65,8 +66,8 @@ def cronjob_spec(args: GpuReleaseArgs, code_configmap: pulumi.Input[str], code_s
            "CONFIG_HASH": args.config_hash, "GRAPH": args.graph, "CRONJOB_NAME": NAME}
     container = {
         "name": "release",
-        "image": PYTHON_IMAGE,
-        "command": job_code.pip_then_run(BOTO3_REQUIREMENT, "gpu_release"),
+        "image": args.image,
+        "command": job_code.run_module("gpu_release"),
         "env": [*job_code.env_list(env),
                 {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
         "resources": RELEASE_RESOURCES,
@@ -74,7 +75,7 @@ def cronjob_spec(args: GpuReleaseArgs, code_configmap: pulumi.Input[str], code_s
         "volumeMounts": [{"name": "results", "mountPath": RESULTS_MOUNT}],
     }
     template = job_code.job_template(
-        container=container,
+        container=container, lock=BOTO3,
         volumes=[{"name": "results", "persistentVolumeClaim": {"claimName": RESULTS_PVC}}],
         code_configmap=code_configmap, node_selector=args.cpu_node_selector,
         labels={"app.kubernetes.io/name": NAME, **PART_OF},
@@ -133,7 +134,7 @@ class GpuRelease(pulumi.ComponentResource):
             subjects=[{"kind": "ServiceAccount", "name": NAME, "namespace": args.namespace}],
             opts=after_inputs)
 
-        code = job_code.code_files("gpu_release")
+        code = job_code.code_files("gpu_release", BOTO3)
         code_map = job_code.immutable_config_map(f"{name}-code", args.namespace, code, after_inputs)
         self.cronjob = k8s.batch.v1.CronJob(
             f"{name}-cronjob",

@@ -2,11 +2,18 @@
 and how Pulumi waits for them.
 
 The code: a ConfigMap, not an image of our own. The lab needs no registry, no build step and
-no image scan; the Jobs run stock images (vllm-runtime for AIPerf, python-slim otherwise) with
-the project's small, pure-Python modules mounted at /opt/benchlab/jobs. Each Job ships
-only the modules its entry module imports (transitively), so an edit to the report code does
-not replace, and so re-run, the GPU benchmarks. A digest of what is shipped is in the pod
-template: a code change changes the template, and Pulumi replaces the Job.
+no image scan; every Job runs the stock client image (facts/images.py: Python only, never the
+~20 GB serving image) with the project's small, pure-Python modules mounted at
+/opt/benchlab/jobs. Each Job ships only the modules its entry module imports (transitively),
+so an edit to the report code does not replace, and so re-run, the GPU benchmarks. A digest of
+what is shipped is in the pod template: a code change changes the template, and Pulumi
+replaces the Job.
+
+Third-party packages (AIPerf, boto3, huggingface_hub): the Job's wheel lock ships beside its
+code, and an init container installs exactly those wheels, each checked against its sha256
+(pip --require-hashes, wheels only, so no package code runs at install), before the Job's own
+container starts. That init container holds no secret, no API token and no AWS identity. A
+failed install fails the pod there: the Job never runs with anything else.
 
 The pod: restricted. A non-root user with no capabilities and a read-only root filesystem;
 what a Job writes goes to its volumes or to an emptyDir scratch directory (HOME, pip --target
@@ -27,6 +34,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.base import PART_OF
+from facts import images
+from facts.wheel_locks import WheelLock
 
 PACKAGE = "jobs"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
@@ -34,7 +43,9 @@ MOUNT_ROOT = "/opt/benchlab"  # on PYTHONPATH in the Jobs
 CODE_VOLUME = "bench-code"
 DIGEST_ANNOTATION = "benchlab.io/code-sha256"
 SCRATCH = "/tmp"  # an emptyDir; HOME
-DEPS = f"{SCRATCH}/deps"  # `pip install --target` for what a python-slim Job needs
+DEPS = f"{SCRATCH}/deps"  # where the install init container puts the Job's locked wheels
+INSTALL_CONTAINER = "install-locked-wheels"
+INDEX_URL = "https://pypi.org/simple"  # where the locks were made (cli/lock_wheels.py)
 # Any non-root uid will do: through an EFS access point every file operation is made as the
 # access point's own POSIX user, whoever the client is.
 RUN_AS = 10001
@@ -73,10 +84,12 @@ def _package_imports(path: Path) -> frozenset[str]:
     return frozenset(name for name in found if (PACKAGE_DIR / f"{name}.py").exists())
 
 
-def code_files(*entries: str) -> dict[str, str]:
-    """ConfigMap data: file name -> source, for the closures of the entry modules."""
-    names = sorted({name for entry in entries for name in module_closure(entry)})
-    return {name: (PACKAGE_DIR / name).read_text(encoding="utf-8") for name in names}
+def code_files(entry: str, lock: WheelLock | None) -> dict[str, str]:
+    """ConfigMap data: file name -> source, for the closure of the entry module, and the
+    wheel lock the Job installs (None: a standard-library Job installs nothing)."""
+    return {**{name: (PACKAGE_DIR / name).read_text(encoding="utf-8")
+               for name in module_closure(entry)},
+            **({lock.file_name: lock.text()} if lock is not None else {})}
 
 
 def immutable_config_map(resource_name: str, namespace: pulumi.Input[str], data: dict[str, str],
@@ -87,13 +100,14 @@ def immutable_config_map(resource_name: str, namespace: pulumi.Input[str], data:
                                  data=data, immutable=True, opts=opts)
 
 
-def code_job(parent: pulumi.Resource, job_name: str, *, entry: str, configmap_name: str,
-             namespace: pulumi.Input[str], app: str, spec: Callable[[pulumi.Input[str], str], dict],
+def code_job(parent: pulumi.Resource, job_name: str, *, entry: str, lock: WheelLock | None,
+             configmap_name: str, namespace: pulumi.Input[str], app: str,
+             spec: Callable[[pulumi.Input[str], str], dict],
              configmap_opts: pulumi.ResourceOptions, depends_on: list[pulumi.Resource],
              timeout_minutes: int) -> k8s.batch.v1.Job:
-    """A Job running `jobs.<entry>` from its own code ConfigMap. `spec(configmap name,
-    code digest)` builds the Job spec."""
-    code = code_files(entry)
+    """A Job running `jobs.<entry>` from its own code ConfigMap, with `lock`'s wheels.
+    `spec(configmap name, code digest)` builds the Job spec."""
+    code = code_files(entry, lock)
     code_map = immutable_config_map(configmap_name, namespace, code, configmap_opts)
     return k8s.batch.v1.Job(
         job_name,
@@ -124,45 +138,71 @@ def digest(data: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def pip_then_run(requirement: str, module: str) -> list[str]:
-    """The command of a python-slim Job: install its one dependency, then run its module."""
-    return ["sh", "-c", f"pip install --quiet --no-cache-dir --target {DEPS} '{requirement}' "
-                        f"&& exec python -m {PACKAGE}.{module}"]
+def run_module(module: str) -> list[str]:
+    """The command of a Job's own container: its entry module, from the code ConfigMap."""
+    return ["python", "-m", f"{PACKAGE}.{module}"]
+
+
+def install_command(lock: WheelLock) -> list[str]:
+    """Install exactly the locked wheels into DEPS: hash-checking mode, binary wheels only
+    (https://pip.pypa.io/en/stable/topics/secure-installs/); pip fails on any file whose
+    sha256 is not in the lock, and on any dependency the lock does not pin."""
+    return ["python", "-m", "pip", "install", "--require-hashes", "--only-binary=:all:",
+            "--no-cache-dir", "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
+            "--index-url", INDEX_URL, "--target", DEPS,
+            "-r", f"{MOUNT_ROOT}/{PACKAGE}/{lock.file_name}"]
 
 
 def env_list(values: dict) -> list[dict]:
     return [{"name": name, "value": value} for name, value in values.items()]
 
 
-def job_template(*, container: dict, volumes: list[dict], code_configmap: pulumi.Input[str],
-                 node_selector: dict[str, str], labels: dict[str, str],
-                 annotations: dict[str, str], service_account: str | None = None,
-                 api_token: bool = False) -> dict:
+def job_template(*, container: dict, lock: WheelLock | None, volumes: list[dict],
+                 code_configmap: pulumi.Input[str], node_selector: dict[str, str],
+                 labels: dict[str, str], annotations: dict[str, str],
+                 service_account: str | None = None, api_token: bool = False) -> dict:
     """A Job's pod template: `container` and `volumes` plus the code, the scratch directory,
-    the restricted security contexts and, with `api_token`, a short-lived API token."""
+    the install init container for `lock` (none without one), the restricted security contexts and, with
+    `api_token`, a short-lived API token (for the Job's own container only)."""
     mounts = [{"name": CODE_VOLUME, "mountPath": f"{MOUNT_ROOT}/{PACKAGE}", "readOnly": True},
               {"name": "scratch", "mountPath": SCRATCH}]
+    scratch = f"{images.CLIENT_JOB_SCRATCH_GIB}Gi"  # the installed wheels: counted on the node
     extra_volumes = [{"name": CODE_VOLUME, "configMap": {"name": code_configmap}},
-                     {"name": "scratch", "emptyDir": {}}]
+                     {"name": "scratch", "emptyDir": {"sizeLimit": scratch}}]
     if api_token:
         # Projected by hand rather than automounted: only this Job gets one, bound to its pod.
         mounts.append({"name": "api-token", "mountPath": API_TOKEN_DIR, "readOnly": True})
         extra_volumes.append({"name": "api-token", "projected": {"sources": [
             {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
             {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}})
+    # Unbuffered: the Job's log shows progress as it happens.
+    common_env = env_list({"PYTHONUNBUFFERED": "1", "HOME": SCRATCH})
+    install = None if lock is None else {
+        "name": INSTALL_CONTAINER, "image": container["image"], "command": install_command(lock),
+        "env": common_env, "volumeMounts": mounts[:2], "securityContext": RESTRICTED_CONTAINER,
+        # pip unpacks one wheel at a time; the container's own requests cover the pod anyway
+        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+    }
+    resources = container.get("resources", {})
     container = {
         **container,
-        # Unbuffered: the Job's log shows progress as it happens.
-        "env": [*container.get("env", []), *env_list({
-            "PYTHONPATH": f"{DEPS}:{MOUNT_ROOT}", "PYTHONUNBUFFERED": "1", "HOME": SCRATCH})],
+        "resources": {**resources, "requests": {**resources.get("requests", {}),
+                                                "ephemeral-storage": scratch}},
+        "env": [*container.get("env", []), *common_env,
+                *env_list({"PYTHONPATH": f"{DEPS}:{MOUNT_ROOT}"})],
         "volumeMounts": [*container.get("volumeMounts", []), *mounts],
         "securityContext": RESTRICTED_CONTAINER,
     }
     spec = {"restartPolicy": "Never", "automountServiceAccountToken": False,
             "nodeSelector": node_selector, "securityContext": RESTRICTED_POD,
-            "containers": [container], "volumes": [*volumes, *extra_volumes]}
+            **({"initContainers": [install]} if lock is not None else {}), "containers": [container],
+            "volumes": [*volumes, *extra_volumes]}
     if service_account:
         spec["serviceAccountName"] = service_account
+    # IRSA's webhook injects the role's web identity token into every container, init
+    # containers too, except those this annotation names (aws/amazon-eks-pod-identity-webhook
+    # @9dafe2b:pkg/handler/handler.go getContainersToSkip): the install step gets no AWS identity.
+    annotations = {**annotations, "eks.amazonaws.com/skip-containers": INSTALL_CONTAINER}
     return {"metadata": {"labels": labels, "annotations": annotations}, "spec": spec}
 
 

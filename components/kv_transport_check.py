@@ -1,6 +1,6 @@
 """KvTransportCheck: one Job between the serving graph's Ready and the first benchmark Job.
 
-It runs `jobs.kv_transport` (code from a ConfigMap, in the vllm-runtime image the benchmarks use,
+It runs `jobs.kv_transport` (standard library, code from a ConfigMap, in the client image the benchmarks use,
 on a CPU node): a handful of real requests through the frontend, then the workers' own evidence
 (NIXL counters on their metrics port, the NIXL backend in their logs) and, with the KV router,
 the frontend's routing decisions. A wrong KV path fails the Job, so `pulumi up` stops before any
@@ -61,7 +61,7 @@ class KvTransportCheck(pulumi.ComponentResource):
 
         def spec(code_configmap: pulumi.Input[str], code_sha: str) -> dict:
             container = {"name": "check", "image": args.image,
-                         "command": ["python3", "-m", f"{job_code.PACKAGE}.kv_transport"],
+                         "command": job_code.run_module("kv_transport"),
                          "env": job_code.env_list(env),
                          "resources": CHECK_RESOURCES,
                          "volumeMounts": [{"name": "results", "mountPath": RESULTS_MOUNT}]}
@@ -70,7 +70,7 @@ class KvTransportCheck(pulumi.ComponentResource):
                 "backoffLimit": 0,  # the verdict is deterministic: a retry would hide nothing
                 "activeDeadlineSeconds": CHECK_DEADLINE_SECONDS,
                 "template": job_code.job_template(
-                    container=container,
+                    container=container, lock=None,  # standard library only
                     volumes=[{"name": "results", "persistentVolumeClaim": {"claimName": RESULTS_PVC}}],
                     code_configmap=code_configmap, node_selector=args.cpu_node_selector,
                     labels=labels, annotations={job_code.DIGEST_ANNOTATION: code_sha,
@@ -79,7 +79,7 @@ class KvTransportCheck(pulumi.ComponentResource):
             }
 
         self.job = job_code.code_job(
-            self, f"{name}-job", entry="kv_transport", configmap_name=f"{name}-code",
+            self, f"{name}-job", entry="kv_transport", lock=None, configmap_name=f"{name}-code",
             namespace=args.namespace, app=APP, spec=spec, configmap_opts=child,
             depends_on=[*args.depends_on, *rbac],
             timeout_minutes=math.ceil(CHECK_DEADLINE_SECONDS / 60))

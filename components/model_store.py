@@ -15,6 +15,7 @@ import pulumi_kubernetes as k8s
 from jobs import model_download
 from components import job_code
 from components.base import HF_TOKEN_KEY, PART_OF
+from facts.wheel_locks import HUGGINGFACE_HUB
 
 MODEL_PVC = "model-store"
 RESULTS_PVC = "bench-results"
@@ -22,13 +23,14 @@ MODEL_MOUNT = "/models"  # where every pod of the lab sees the model store
 # Every pod reads the model from the store: no Hugging Face hub access at run time.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 RESULTS_MOUNT = "/results"
-PYTHON_IMAGE = "python:3.11-slim"
-# Pinned: the Job installs it at start (python-slim has no hub client).
-HUB_REQUIREMENT = "huggingface_hub==1.33.0"
 # What an EFS claim requests: nominal, EFS does not enforce it (capacity "has no meaning and is
 # ignored by the CSI driver": https://docs.redhat.com/ja/documentation/openshift_container_platform/4.20/html/storage/efs-create-static-pv_persistent-storage-csi-aws-efs).
 EFS_NOMINAL_REQUEST = "1Gi"
 EXPECTED_SIZE_ANNOTATION = "benchlab.io/expected-size"  # the configured size, for people and `cost`
+# The HF token reaches the download only as a file in its own container (never an env
+# variable, never the install init container); jobs/model_download.py reads it after its imports.
+HF_TOKEN_DIR = "/var/run/secrets/benchlab/hf-token"
+HF_TOKEN_FILE = f"{HF_TOKEN_DIR}/token"
 # Pod retries on top of the in-process retries; Kubernetes backs off 10 s, 20 s, 40 s between.
 DOWNLOAD_BACKOFF_LIMIT = 3
 
@@ -51,22 +53,27 @@ class ModelStoreArgs:
     results_gib: int
     download_timeout_minutes: int
     hf_token_secret: pulumi.Input[str] | None  # name of the Secret holding HF_TOKEN; None: public model
+    image: str  # the client image (facts/images.py), by digest when the stack locks it
     cpu_node_selector: dict[str, str]
     depends_on: list[pulumi.Resource]  # namespace, StorageClass, system nodes, token Secret
 
 
 def download_job_spec(args: ModelStoreArgs, code_configmap: pulumi.Input[str], code_sha: str) -> dict:
-    token_env = [] if args.hf_token_secret is None else [{
-        "name": "HF_TOKEN",
-        "valueFrom": {"secretKeyRef": {"name": args.hf_token_secret, "key": HF_TOKEN_KEY}}}]
+    env = {"MODEL_ID": args.model_id, "MODEL_REVISION": args.revision, "MODEL_ROOT": MODEL_MOUNT}
+    mounts = [{"name": "model-store", "mountPath": MODEL_MOUNT}]
+    volumes = [{"name": "model-store", "persistentVolumeClaim": {"claimName": MODEL_PVC}}]
+    if args.hf_token_secret is not None:
+        env["HF_TOKEN_FILE"] = HF_TOKEN_FILE
+        mounts.append({"name": "hf-token", "mountPath": HF_TOKEN_DIR, "readOnly": True})
+        volumes.append({"name": "hf-token", "secret": {
+            "secretName": args.hf_token_secret, "items": [{"key": HF_TOKEN_KEY, "path": "token"}]}})
     container = {
         "name": "download",
-        "image": PYTHON_IMAGE,
-        "command": job_code.pip_then_run(HUB_REQUIREMENT, "model_download"),
-        "env": [*job_code.env_list({"MODEL_ID": args.model_id, "MODEL_REVISION": args.revision,
-                                    "MODEL_ROOT": MODEL_MOUNT}), *token_env],
+        "image": args.image,
+        "command": job_code.run_module("model_download"),
+        "env": job_code.env_list(env),
         "resources": DOWNLOAD_RESOURCES,
-        "volumeMounts": [{"name": "model-store", "mountPath": MODEL_MOUNT}],
+        "volumeMounts": mounts,
     }
     return {
         "backoffLimit": DOWNLOAD_BACKOFF_LIMIT,
@@ -75,8 +82,7 @@ def download_job_spec(args: ModelStoreArgs, code_configmap: pulumi.Input[str], c
         # No ttlSecondsAfterFinished: a Job Kubernetes deleted would be re-created (and re-run)
         # by the next `pulumi up`. Finished Jobs hold no resources; destroy removes them.
         "template": job_code.job_template(
-            container=container,
-            volumes=[{"name": "model-store", "persistentVolumeClaim": {"claimName": MODEL_PVC}}],
+            container=container, lock=HUGGINGFACE_HUB, volumes=volumes,
             code_configmap=code_configmap, node_selector=args.cpu_node_selector,
             labels={"app.kubernetes.io/name": "model-download", **PART_OF},
             annotations={job_code.DIGEST_ANNOTATION: code_sha}),
@@ -95,7 +101,8 @@ class ModelStore(pulumi.ComponentResource):
         self.results_pvc = self._rwx_claim(name, RESULTS_PVC, args.results_gib, args, after_inputs)
 
         self.download = job_code.code_job(
-            self, f"{name}-download", entry="model_download", configmap_name=f"{name}-download-code",
+            self, f"{name}-download", entry="model_download", lock=HUGGINGFACE_HUB,
+            configmap_name=f"{name}-download-code",
             namespace=args.namespace, app="model-download",
             spec=lambda code_map, code_sha: download_job_spec(args, code_map, code_sha),
             configmap_opts=after_inputs, depends_on=[*args.depends_on, self.model_pvc],

@@ -19,10 +19,10 @@ from jobs import runs
 from components.base import PART_OF
 from components.benchmark_jobs import PLAN_FILE, PLAN_MOUNT
 from components.irsa import irsa_trust_policy
-from components.model_store import PYTHON_IMAGE, RESULTS_MOUNT, RESULTS_PVC
+from components.model_store import RESULTS_MOUNT, RESULTS_PVC
+from facts.wheel_locks import BOTO3
 
 SERVICE_ACCOUNT = "results-export"
-BOTO3_REQUIREMENT = "boto3==1.44.5"  # as requirements.txt pins it
 EXPORT_TIMEOUT_MINUTES = 30
 # Exit code 1: the run was exported but a mode had failed (jobs/export_to_s3.py). A
 # retry cannot change that, so it fails the Job at once; other failures (S3, network) retry.
@@ -54,6 +54,7 @@ class ResultsExportArgs:
     oidc_provider_arn: pulumi.Input[str]
     oidc_provider_url: pulumi.Input[str]
     pushgateway_url: str
+    image: str  # the client image (facts/images.py), by digest when the stack locks it
     plan_configmap: pulumi.Input[str]  # the benchmarks' run plan: which run to export
     config_hash: str
     cpu_node_selector: dict[str, str]
@@ -66,8 +67,8 @@ def export_job_spec(args: ResultsExportArgs, code_configmap: pulumi.Input[str], 
            "AWS_REGION": args.region}
     container = {
         "name": "export",
-        "image": PYTHON_IMAGE,
-        "command": job_code.pip_then_run(BOTO3_REQUIREMENT, "export_to_s3"),
+        "image": args.image,
+        "command": job_code.run_module("export_to_s3"),
         "env": job_code.env_list(env),
         "resources": EXPORT_RESOURCES,
         # Read-write for one file: the export's marker (exported.json), which the GPU release waits for.
@@ -80,7 +81,7 @@ def export_job_spec(args: ResultsExportArgs, code_configmap: pulumi.Input[str], 
             "containerName": "export", "operator": "In", "values": [RUN_FAILED_EXIT_CODE]}}]},
         "activeDeadlineSeconds": EXPORT_TIMEOUT_MINUTES * 60,
         "template": job_code.job_template(
-            container=container,
+            container=container, lock=BOTO3,
             volumes=[{"name": "results", "persistentVolumeClaim": {"claimName": RESULTS_PVC}},
                      {"name": "plan", "configMap": {"name": args.plan_configmap}}],
             code_configmap=code_configmap, node_selector=args.cpu_node_selector,
@@ -117,7 +118,7 @@ class ResultsExport(pulumi.ComponentResource):
             opts=after_benchmarks)
 
         self.job = job_code.code_job(
-            self, f"{name}-job", entry="export_to_s3", configmap_name=f"{name}-code",
+            self, f"{name}-job", entry="export_to_s3", lock=BOTO3, configmap_name=f"{name}-code",
             namespace=args.namespace, app="results-export",
             spec=lambda code_map, code_sha: export_job_spec(args, code_map, code_sha),
             configmap_opts=after_benchmarks, depends_on=[*args.depends_on, access, account],

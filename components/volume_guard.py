@@ -17,7 +17,6 @@ import pulumi_kubernetes as k8s
 
 from components import job_code
 from components.base import PART_OF
-from components.model_store import PYTHON_IMAGE
 
 NAME = "ebs-volume-guard"
 GUARD_RESOURCES = {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}
@@ -33,6 +32,7 @@ PROPAGATION = {"pulumi.com/deletionPropagationPolicy": "foreground"}
 @dataclass(frozen=True)
 class VolumeGuardArgs:
     storage_class: pulumi.Input[str]  # the RWO class whose volumes must go first (gp3)
+    image: str  # the client image: the guard is standard-library code
     cpu_node_selector: dict[str, str]
     depends_on: list[pulumi.Resource]  # the StorageClass (so, its CSI add-on) and the system nodes
 
@@ -41,8 +41,8 @@ def deployment_spec(args: VolumeGuardArgs, code_configmap: pulumi.Input[str], co
     labels = {"app.kubernetes.io/name": NAME, **PART_OF}
     container = {
         "name": "guard",
-        "image": PYTHON_IMAGE,
-        "command": ["python", "-m", f"{job_code.PACKAGE}.volume_guard"],
+        "image": args.image,
+        "command": job_code.run_module("volume_guard"),
         "env": [*job_code.env_list({"STORAGE_CLASS": args.storage_class, "DEPLOYMENT": NAME,
                                     "DRAIN_SECONDS": str(DRAIN_SECONDS), "READY_FILE": READY_FILE}),
                 {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
@@ -53,7 +53,7 @@ def deployment_spec(args: VolumeGuardArgs, code_configmap: pulumi.Input[str], co
         "resources": GUARD_RESOURCES,
     }
     template = job_code.job_template(
-        container=container, volumes=[], code_configmap=code_configmap,
+        container=container, lock=None, volumes=[], code_configmap=code_configmap,
         node_selector=args.cpu_node_selector, labels=labels,
         annotations={job_code.DIGEST_ANNOTATION: code_sha}, service_account=NAME, api_token=True)
     template["spec"] = {**template["spec"], "restartPolicy": "Always",
@@ -83,7 +83,7 @@ class VolumeGuard(pulumi.ComponentResource):
             role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                       "name": role.metadata.name},
             subjects=[{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}])
-        code = job_code.code_files("volume_guard")
+        code = job_code.code_files("volume_guard", None)
         code_map = job_code.immutable_config_map(f"{name}-volume-guard-code", NAMESPACE, code, after)
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-volume-guard",

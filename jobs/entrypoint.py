@@ -13,10 +13,11 @@ that died are moved to <graph>/.attempts/ before the mode runs again.
 Exit codes: 0 when the mode ran, whether AIPerf succeeded or not (a failed mode is recorded in
 status.json, and the later modes still run; the results-export Job fails the deployment at the
 end if any mode failed); non-zero only when the Job itself could not work (no plan, no run id,
-results volume unwritable, AIPerf not installable), which the Job's pod retries.
+results volume unwritable, not the pinned AIPerf), which the Job's pod retries.
 
-The cluster's image brings its own AIPerf; when its version is not the pinned one, the pinned
-one is installed into AIPERF_TARGET (an emptyDir) and run from there.
+AIPerf comes from the Job's install init container (the hash-locked wheels of
+facts/locks/aiperf.lock.txt). This entrypoint installs nothing: it checks that the AIPerf it
+will run is the plan's pinned version and refuses to run any other.
 
 No Pulumi import.
 """
@@ -44,25 +45,19 @@ def now_iso(now: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
 
 
-def ensure_aiperf(version: str, target_dir: str | None, run: Callable = subprocess.run,
-                  environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """The environment that runs the pinned AIPerf. The image's own when it is that version;
-    otherwise the pinned one is installed into `target_dir` (with its dependencies, leaving the
-    image's packages alone) and put first on PYTHONPATH."""
+class WrongAiperf(RuntimeError):
+    """The AIPerf on the path is not the pinned one (or there is none)."""
+
+
+def require_aiperf(version: str) -> None:
+    """Fail unless the importable AIPerf is exactly `version`: never a silent fallback."""
     try:
         installed = importlib.metadata.version("aiperf")
     except importlib.metadata.PackageNotFoundError:
         installed = None
-    if installed == version:
-        return dict(environ)
-    if target_dir is None:
-        raise RuntimeError(f"aiperf {installed or '(none)'} is installed, {version} is pinned, "
-                           "and no AIPERF_TARGET directory to install it into")
-    print(f"aiperf {installed or '(none)'} in the image; installing the pinned {version}", flush=True)
-    run([sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir", "--target", target_dir,
-         f"aiperf=={version}"], check=True)
-    path = os.pathsep.join(p for p in (target_dir, environ.get("PYTHONPATH")) if p)
-    return {**environ, "PYTHONPATH": path}
+    if installed != version:
+        raise WrongAiperf(f"aiperf {installed or '(none)'} is installed where {version} is pinned: "
+                          "the Job's install step did not provide the locked AIPerf; running nothing")
 
 
 def set_aside(mode_dir: Path) -> Path | None:
@@ -164,7 +159,7 @@ def main(env: Mapping[str, str] = os.environ, run: Callable = subprocess.run) ->
     root = Path(env["RESULTS_ROOT"])
     bench = modes.plan_from_mapping(plan["bench"])
     mode = getattr(bench, env["BENCH_MODE"])
-    aiperf_env = ensure_aiperf(plan["aiperf_version"], env.get("AIPERF_TARGET"))
+    require_aiperf(plan["aiperf_version"])
 
     if env.get("ALLOCATE_RUN") == "1":
         run_id = runs.allocate(root, plan["config_hash"], env["JOB_UID"])
@@ -195,8 +190,7 @@ def main(env: Mapping[str, str] = os.environ, run: Callable = subprocess.run) ->
     evidence = aiperf_argv.Evidence(slo=bench.slo, repeats=bench.repeats,
                                     metrics_urls=tuple(metrics_urls))
     target = aiperf_argv.Target(**plan["target"])
-    run_mode(mode, graph_dir, target, run=run, env=aiperf_env, evidence=evidence,
-             nats_url=nats_url)
+    run_mode(mode, graph_dir, target, run=run, env=dict(env), evidence=evidence, nats_url=nats_url)
     return 0
 
 

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 MARKER = ".benchlab-download.json"
 ATTEMPTS = 4
@@ -76,11 +76,23 @@ def download(model_id: str, revision: str, root: str | Path, *, resolve_commit: 
     return marker
 
 
+def read_token(env: Mapping[str, str]) -> str | None:
+    """The HF token from the file the Job mounts (HF_TOKEN_FILE), or None: a public model
+    needs none. Read only here, after every import."""
+    path = env.get("HF_TOKEN_FILE")
+    if not path:
+        return None
+    token = Path(path).read_text(encoding="utf-8").strip()
+    if not token:
+        raise RuntimeError(f"{path} is empty: set the token with `pulumi config set --secret hfToken`")
+    return token
+
+
 def main() -> int:
     import huggingface_hub  # installed in the Job's container, not needed to import this module
 
     model_id, revision = os.environ["MODEL_ID"], os.environ["MODEL_REVISION"]
-    token = os.environ.get("HF_TOKEN") or None  # a public model needs none
+    token = read_token(os.environ)
     api = huggingface_hub.HfApi(token=token)
     download(
         model_id, revision, os.environ["MODEL_ROOT"],

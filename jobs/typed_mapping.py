@@ -92,6 +92,14 @@ def build(tp: Any, value: Any, key: str, default: Any, problems: list[str],
             problems.append(f"{key}: {list(items)!r} has duplicates; each value may appear once")
             return default
         return items
+    if origin is dict:
+        if not isinstance(value, dict):
+            return bad(type_name(tp))
+        key_type, value_type = typing.get_args(tp)
+        before = len(problems)
+        items = {build(key_type, k, f"{key}[{k!r}]", None, problems):
+                 build(value_type, v, f"{key}[{k!r}]", None, problems, lim) for k, v in value.items()}
+        return default if len(problems) > before else items
     if tp is bool:
         return value if isinstance(value, bool) else bad("true or false")
     if tp is int:
@@ -147,6 +155,8 @@ def type_name(tp: Any) -> str:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is tuple:
         return f"list of {type_name(typing.get_args(tp)[0])}"
+    if typing.get_origin(tp) is dict:
+        return "a mapping of " + " to ".join(type_name(t) for t in typing.get_args(tp))
     if dataclasses.is_dataclass(tp):
         return "mapping"
     return getattr(tp, "__name__", str(tp))

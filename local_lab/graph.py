@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -98,8 +97,10 @@ class Graph:
                                       "--port", str(cfg.nats_port),
                                       "--store_dir", str(cfg.work_dir / "jetstream")], env)
         self._wait("NATS", lambda: _port_open(cfg.nats_port))
-        # Before any worker: the recording sees every KV event from the first block on.
-        self.processes.start("event-plane", [sys.executable, "-m", "jobs.event_plane",
+        # Before any worker: the recording sees every KV event from the first block on. The
+        # recorder is standard-library code: the Dynamo venv's Python, which the lab's user was
+        # tried with, runs it (the project's .venv may lie where that user cannot reach).
+        self.processes.start("event-plane", [str(cfg.dynamo_python), "-m", "jobs.event_plane",
                                              "--nats", env["NATS_SERVER"],
                                              "--out", str(cfg.recording)],
                              {**env, "PYTHONPATH": str(REPO_ROOT)})

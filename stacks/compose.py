@@ -35,7 +35,7 @@ from jobs.names import GPU_GROUPS, NODE_GROUPS
 from stacks import pod_fit
 from stacks.config import ConfigError, Secrets, StackConfig
 from stacks.run_plan import run_plan
-from stacks.serving_spec import KVBM_METRICS_PORT_NAME, graph_manifest, image
+from stacks.serving_spec import KVBM_METRICS_PORT_NAME, graph_manifest
 
 PROJECT = "benchlab"
 # Prefix of the workloads' resource names, which become Kubernetes object names (Jobs, ConfigMaps,
@@ -125,7 +125,7 @@ def aws_layer(ctx: StackContext) -> Infra:
         system_nodes=nodes.groups["system"], k8s_provider=cluster.k8s_provider,
         volume_tags=ctx.tags), opts=ctx.opts())
     guard = VolumeGuard(ctx.name, VolumeGuardArgs(
-        storage_class=storage.gp3_storage_class.metadata.name,
+        storage_class=storage.gp3_storage_class.metadata.name, image=cfg.deployed_image("client"),
         cpu_node_selector={ROLE_LABEL: "system"},
         depends_on=[storage.gp3_storage_class, nodes.groups["system"]]),
         opts=pulumi.ResourceOptions(providers={"kubernetes": cluster.k8s_provider}))
@@ -233,7 +233,8 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
         model_id=cfg.model.id, revision=cfg.model.revision, model_store_gib=cfg.model.store_gib,
         results_gib=cfg.results.storage_gib,
         download_timeout_minutes=cfg.model.download_timeout_minutes,
-        hf_token_secret=None if token is None else HF_TOKEN_SECRET, cpu_node_selector=cpu_nodes,
+        hf_token_secret=None if token is None else HF_TOKEN_SECRET,
+        image=cfg.deployed_image("client"), cpu_node_selector=cpu_nodes,
         depends_on=[platform.namespaces["lab"], infra.efs_storage_class, infra.system_nodes,
                     *([token] if token is not None else [])]), opts=opts)
 
@@ -259,6 +260,7 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
         grace_minutes=cfg.gpu_release.grace_minutes, lease_hours=cfg.gpu_release.lease_hours,
         config_hash=plan["config_hash"], graph=cfg.serving.mode,
         oidc_provider_arn=infra.oidc_provider_arn, oidc_provider_url=infra.oidc_provider_url,
+        image=cfg.deployed_image("client"),
         cpu_node_selector=cpu_nodes, depends_on=[store.results_pvc, infra.system_nodes]), opts=opts)
 
     # The KV path, proven from the workers' evidence, before any benchmark: a wrong one stops here.
@@ -268,17 +270,19 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
         namespace=namespace, graph_name=name, frontend_url=frontend_url(name), model=cfg.model.id,
         kv_transport=cfg.serving.kv_transport if disagg else "none",
         kv_router=disagg,  # the disagg frontend routes by KV (serving_spec: DYN_ROUTER_MODE)
-        config_hash=plan["config_hash"], image=image(cfg), cpu_node_selector=cpu_nodes,
+        config_hash=plan["config_hash"], image=cfg.deployed_image("client"),
+        cpu_node_selector=cpu_nodes,
         depends_on=[graph.graph, store.results_pvc]), opts=opts)
 
     bench = Benchmarks(f"{WORKLOADS}-bench", BenchmarksArgs(
         namespace=namespace, plan=plan, modes=cfg.bench.modes(),
-        image=image(cfg), cpu_node_selector=cpu_nodes,
+        image=cfg.deployed_image("client"), cpu_node_selector=cpu_nodes,
         depends_on=[graph.graph, check.job, store.results_pvc]), opts=opts)
     ResultsExport(f"{WORKLOADS}-export", ResultsExportArgs(
         namespace=namespace, region=cfg.region, bucket_name=infra.results_bucket.bucket,
         bucket_arn=infra.results_bucket.arn, oidc_provider_arn=infra.oidc_provider_arn,
         oidc_provider_url=infra.oidc_provider_url, pushgateway_url=platform.pushgateway_url,
+        image=cfg.deployed_image("client"),
         plan_configmap=bench.plan_configmap, config_hash=bench.plan["config_hash"],
         cpu_node_selector=cpu_nodes, depends_on=[bench.jobs[-1]]), opts=opts)
 

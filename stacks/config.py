@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from facts import eks, versions
+from facts import eks, images, versions, wheel_locks
 from jobs import modes, typed_mapping
 from jobs.names import GPU_GROUPS, NODE_GROUPS
 from jobs.typed_mapping import limits
@@ -30,6 +30,17 @@ IAM_PRINCIPAL_ARN = r"arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+"
 # CloudWatch Logs' allowed retentions (PutRetentionPolicy; 0 = never expire is not offered).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
                       1827, 2192, 2557, 2922, 3288, 3653)
+# What lands on a system node's root volume (facts/images.py), over the share the kubelet lets
+# it fill: image GC starts at 85 % (kubelet imageGCHighThresholdPercent default,
+# https://kubernetes.io/docs/reference/config-api/kubelet-config.v1beta1/). vllm-runtime (the
+# frontend) counts twice: a pull holds compressed and unpacked layers at once.
+SYSTEM_DISK_NEEDS_GIB = {
+    "vllm-runtime pull (frontend)": 2 * images.VLLM_RUNTIME_UNPACKED_GIB,
+    "other images": images.OTHER_SYSTEM_IMAGES_GIB,
+    "client Jobs' scratch (installed wheels)": images.CLIENT_JOB_SCRATCH_GIB,
+    "operating system": images.NODE_OS_GIB,
+}
+MIN_SYSTEM_DISK_GIB = math.ceil(sum(SYSTEM_DISK_NEEDS_GIB.values()) / 0.85)
 
 
 AT_LEAST_ONE = limits(low=1)
@@ -174,6 +185,8 @@ class StackConfig:
     serving: Serving = Serving()
     model: Model = Model()
     versions: Versions = Versions()
+    # The image lock: tagged reference -> digest (`benchlab lock-images`); deployed by digest.
+    image_digests: dict[str, str] = field(default_factory=dict)
     monitoring: Monitoring = Monitoring()
     results: Results = Results()
     destroy: Destroy = Destroy()
@@ -199,6 +212,13 @@ class StackConfig:
     def one_efa_per_worker(self) -> bool:
         """Whether every worker of the graph must hold an EFA interface of its own (disagg over EFA)."""
         return self.serving.mode == "disagg" and self.serving.kv_transport == "efa"
+    def images(self) -> dict[str, str]:
+        """The images the stack's own pods run, by pinned tag (the image lock's keys)."""
+        return {"serving": images.vllm_runtime(self.versions.dynamo), "client": images.CLIENT_IMAGE}
+
+    def deployed_image(self, role: Literal["serving", "client"]) -> str:
+        """What a pod's `image` says: by digest when the image lock has the tag."""
+        return images.pinned(self.images()[role], self.image_digests)
 
     def desired_nodes(self, group: Literal["system", "prefill", "decode"]) -> int:
         """Nodes to run in a group: the configured count, or 0 for a GPU group the
@@ -266,10 +286,13 @@ def _check(cfg: StackConfig) -> list[str]:
             what = "GPU" if role != "system" else "CPU"
             problems.append(f"{key}.instanceType: {group.instance_type!r} is not a {what} "
                             f"instance type the lab has facts for; allowed: {', '.join(allowed)}")
-        min_disk = MIN_GPU_DISK_GIB if role != "system" else 20
+        min_disk = MIN_GPU_DISK_GIB if role != "system" else MIN_SYSTEM_DISK_GIB
         if group.disk_gib < min_disk:
+            why = ("the vllm-runtime image is large" if role != "system" else
+                   ", ".join(f"{what} {gib} GiB" for what, gib in SYSTEM_DISK_NEEDS_GIB.items())
+                   + ", within the 85 % the kubelet fills before image GC")
             problems.append(f"{key}.diskGib: {group.disk_gib} GiB is too small; at least "
-                            f"{min_disk} GiB{' (the vllm-runtime image is large)' if role != 'system' else ''}")
+                            f"{min_disk} GiB ({why})")
 
     problems.extend(_check_workers(cfg))
     problems.extend(_check_lease(cfg))
@@ -284,6 +307,13 @@ def _check(cfg: StackConfig) -> list[str]:
         "kubePrometheusStack": r"65\.\d+\.\d+", "pushgateway": r"\d+\.\d+\.\d+",
         "efaDevicePlugin": r"v\d+\.\d+\.\d+",
     }
+    locked_aiperf = wheel_locks.AIPERF.versions().get("aiperf")
+    if cfg.versions.aiperf != locked_aiperf:
+        problems.append(f"{ns}:versions.aiperf: {cfg.versions.aiperf!r} is not the AIPerf the "
+                        f"benchmark Jobs install; allowed: {locked_aiperf!r} (the hash lock "
+                        f"facts/locks/{wheel_locks.AIPERF.file_name}; another version needs a new "
+                        "lock: facts/versions.py, then `./benchlab lock-wheels`)")
+    problems.extend(_check_image_digests(cfg.image_digests))
     for name, pattern in version_patterns.items():
         value = getattr(cfg.versions, typed_mapping.snake(name))
         if not re.fullmatch(pattern, value):
@@ -331,6 +361,19 @@ def _check_lease(cfg: StackConfig) -> list[str]:
     return [f"{NAMESPACE}:gpuRelease.leaseHours: {cfg.gpu_release.lease_hours} h would release the "
             f"GPUs during a run (serving.readyTimeoutMinutes {cfg.serving.ready_timeout_minutes} + "
             f"{math.ceil(cfg.bench.planned_seconds / 60)} planned benchmark minutes); at least {needed}"]
+
+
+def _check_image_digests(digests: dict[str, str]) -> list[str]:
+    problems = []
+    for reference, digest in digests.items():
+        key = f"{NAMESPACE}:imageDigests[{reference!r}]"
+        if not images.TAGGED_REFERENCE.fullmatch(reference):
+            problems.append(f"{key}: not a tagged image reference (registry/repository:tag, "
+                            f"e.g. {images.CLIENT_IMAGE})")
+        if not images.DIGEST.fullmatch(digest):
+            problems.append(f"{key}: {digest!r} is not an image digest; expected sha256: and 64 "
+                            "lowercase hex digits (`benchlab lock-images` writes them)")
+    return problems
 
 
 def _check_workers(cfg: StackConfig) -> list[str]:

@@ -29,6 +29,7 @@ from components.kv_transport_check import CHECK_RESOURCES
 from components.volume_guard import GUARD_RESOURCES
 from components.model_store import DOWNLOAD_RESOURCES
 from components.results_export import EXPORT_RESOURCES
+from facts import images
 from facts.instances import INSTANCE_FACTS
 from facts.node_capacity import NODE_LIMITS, allocatable
 from jobs.names import GPU_GROUPS as GPU_ROLES, GRAPHS, NODE_GROUPS
@@ -176,9 +177,13 @@ def pods_from_objects(objects: Iterable[tuple[str, str, dict]]) -> list[Pod]:
 
 # --- what the stack schedules, known before any resource exists ----------------------------
 def _job(name: str, resources: dict, job: bool = True) -> Pod:
+    """A pod of the lab's own code (components/job_code.job_template): its container's
+    requests, plus the scratch directory the template adds, as `pod_of_spec` counts it (the
+    ephemeral-storage request and the emptyDir's size limit)."""
     requests = resources.get("requests", {})
+    scratch = 2 * images.CLIENT_JOB_SCRATCH_GIB
     return Pod(name, "system", cpu_millis(requests.get("cpu")), mib(requests.get("memory")),
-               gib(requests.get("ephemeral-storage")), job=job)
+               gib(requests.get("ephemeral-storage")) + scratch, job=job)
 
 
 def scheduled_pods(cfg: StackConfig) -> list[Pod]:

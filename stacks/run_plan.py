@@ -28,7 +28,9 @@ def run_plan(cfg: StackConfig, code_sha: str) -> dict:
         "model": cfg.model.id,
         "versions": {**{key: getattr(cfg.versions, key)
                         for key in (f.name for f in dataclasses.fields(cfg.versions))},
-                     "vllm_runtime_image": image(cfg), "kubernetes": cfg.kubernetes_version,
+                     "vllm_runtime_image": image(cfg),
+                     "client_image": cfg.deployed_image("client"),
+                     "kubernetes": cfg.kubernetes_version,
                      "model_revision": cfg.model.revision},
         "nodes": [{"role": group, "instance_type": getattr(cfg.node_groups, group).instance_type,
                    "count": cfg.desired_nodes(group),

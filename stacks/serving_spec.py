@@ -30,7 +30,6 @@ from stacks.config import StackConfig, Workers
 
 API_VERSION = "nvidia.com/v1alpha1"
 KIND = "DynamoGraphDeployment"
-IMAGE = "nvcr.io/nvidia/ai-dynamo/vllm-runtime:{version}"
 WORKING_DIR = "/workspace/examples/backends/vllm"
 EFA_RESOURCE = "vpc.amazonaws.com/efa"
 # Dynamo's disagg communication guide: vLLM needs ~16 GiB of /dev/shm for its worker processes.
@@ -90,7 +89,8 @@ def graph_name(mode: str) -> str:
 
 
 def image(cfg: StackConfig) -> str:
-    return IMAGE.format(version=cfg.versions.dynamo)
+    """vllm-runtime at the pinned Dynamo version, by digest when the stack locks it."""
+    return cfg.deployed_image("serving")
 
 
 @dataclass(frozen=True)

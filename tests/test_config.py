@@ -154,3 +154,56 @@ def test_the_gpu_lease_must_outlast_one_run_and_the_grace_may_be_zero():
     # one run: 60 min Ready wait + the planned benchmarks (~43 min) -> at least 2 h
     assert "benchlab:gpuRelease.leaseHours: 1 h would release the GPUs during a run" in text
     assert "at least 2" in text
+
+
+# --- what lands on a system node, the image lock, the AIPerf lock ------------------------------
+def problems_of(raw: dict) -> list[str]:
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(raw)
+    return err.value.problems
+
+
+def test_a_system_disk_too_small_for_the_frontends_image_is_rejected_naming_the_key():
+    smallest = config.MIN_SYSTEM_DISK_GIB
+    # the frontend's vllm-runtime pull alone fills the 50 GiB the smoke stack had
+    assert config.SYSTEM_DISK_NEEDS_GIB["vllm-runtime pull (frontend)"] >= 50 and smallest > 50
+    system = {"instanceType": "m7i.2xlarge", "count": 2}
+    config.parse({"nodeGroups": {"system": {**system, "diskGib": smallest}}})
+    (problem,) = problems_of({"nodeGroups": {"system": {**system, "diskGib": 50}}})
+    assert problem.startswith("benchlab:nodeGroups.system.diskGib: 50 GiB is too small; "
+                              f"at least {smallest} GiB (vllm-runtime pull (frontend) 50 GiB")
+
+
+def test_image_digests_are_validated_and_every_bad_one_reported():
+    good = {"docker.io/library/python:3.11-slim-bookworm": "sha256:" + "0" * 64,
+            "nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.9.1": "sha256:" + "f" * 64}
+    assert config.parse({"imageDigests": good}).image_digests == good
+    problems = problems_of({"imageDigests": {
+        "docker.io/library/python:3.11-slim-bookworm": "sha256:ABC",
+        "nvcr.io/nvidia/ai-dynamo/vllm-runtime": "sha256:" + "1" * 64,
+        "nvcr.io/x/y:1": "md5:" + "1" * 32}})
+    assert problems == [
+        "benchlab:imageDigests['docker.io/library/python:3.11-slim-bookworm']: 'sha256:ABC' is not "
+        "an image digest; expected sha256: and 64 lowercase hex digits (`benchlab lock-images` writes them)",
+        "benchlab:imageDigests['nvcr.io/nvidia/ai-dynamo/vllm-runtime']: not a tagged image reference "
+        "(registry/repository:tag, e.g. docker.io/library/python:3.11-slim-bookworm)",
+        f"benchlab:imageDigests['nvcr.io/x/y:1']: 'md5:{'1' * 32}' is not an image digest; expected "
+        "sha256: and 64 lowercase hex digits (`benchlab lock-images` writes them)"]
+    assert problems_of({"imageDigests": ["sha256:" + "0" * 64]}) == [
+        f"benchlab:imageDigests: {['sha256:' + '0' * 64]!r} is not allowed; expected a mapping of str to str"]
+
+
+def test_the_deployed_image_is_by_digest_only_when_the_lock_has_its_tag():
+    digest = "sha256:" + "c" * 64
+    cfg = config.parse({"imageDigests": {"nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.9.1": digest}})
+    assert cfg.deployed_image("serving") == f"nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.9.1@{digest}"
+    assert cfg.deployed_image("client") == "docker.io/library/python:3.11-slim-bookworm"
+    # a new Dynamo version is a new tag: the old digest does not follow it
+    bumped = config.parse({"imageDigests": cfg.image_digests, "versions": {"dynamo": "0.9.2"}})
+    assert bumped.deployed_image("serving") == "nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.9.2"
+
+
+def test_an_aiperf_version_other_than_the_jobs_lock_is_rejected():
+    (problem,) = problems_of({"versions": {"aiperf": "0.13.0"}})
+    assert problem.startswith("benchlab:versions.aiperf: '0.13.0' is not the AIPerf the benchmark "
+                              "Jobs install; allowed: '0.9.0' (the hash lock facts/locks/aiperf.lock.txt")

@@ -23,7 +23,8 @@ from moto import mock_aws
 
 from jobs import (cluster_facts, entrypoint, export_to_s3, exports, model_download, modes, names,
                         push_summary, run_manifest, runs)
-from components import job_code
+from components import benchmark_jobs, job_code
+from facts import wheel_locks
 from stacks import run_plan as run_plan_module
 from stacks import config
 
@@ -130,20 +131,30 @@ def test_a_finished_mode_is_not_run_again_and_a_partial_one_is_set_aside(tmp_pat
     assert run_manifest.read_status(tmp_path / "prefix_cache").status == "ok"
 
 
-def test_pinned_aiperf_is_installed_beside_the_images_only_when_it_differs(monkeypatch, tmp_path):
-    calls = []
+def test_only_the_pinned_aiperf_runs_never_another_version(monkeypatch):
     monkeypatch.setattr(entrypoint.importlib.metadata, "version", lambda name: "0.9.0")
-    env = entrypoint.ensure_aiperf("0.9.0", str(tmp_path), run=lambda *a, **k: calls.append(a),
-                                   environ={"PYTHONPATH": "/opt/benchlab"})
-    assert calls == [] and env == {"PYTHONPATH": "/opt/benchlab"}
+    entrypoint.require_aiperf("0.9.0")
     monkeypatch.setattr(entrypoint.importlib.metadata, "version", lambda name: "0.3.0")
-    env = entrypoint.ensure_aiperf("0.9.0", str(tmp_path), run=lambda argv, **k: calls.append(argv),
-                                   environ={"PYTHONPATH": "/opt/benchlab"})
-    (pip,) = calls
-    assert pip[-3:] == ["--target", str(tmp_path), "aiperf==0.9.0"]
-    assert env["PYTHONPATH"] == f"{tmp_path}{os.pathsep}/opt/benchlab"  # the pinned one first
-    with pytest.raises(RuntimeError, match="0.9.0 is pinned"):
-        entrypoint.ensure_aiperf("0.9.0", None, run=lambda *a, **k: None)
+    with pytest.raises(entrypoint.WrongAiperf, match="aiperf 0.3.0 is installed where 0.9.0 is pinned"):
+        entrypoint.require_aiperf("0.9.0")
+
+    def absent(name):
+        raise entrypoint.importlib.metadata.PackageNotFoundError(name)
+    monkeypatch.setattr(entrypoint.importlib.metadata, "version", absent)
+    with pytest.raises(entrypoint.WrongAiperf, match=r"aiperf \(none\)"):
+        entrypoint.require_aiperf("0.9.0")
+
+
+def test_the_job_with_another_aiperf_runs_nothing(tmp_path, monkeypatch):
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(plan_for("agg", QUICK)))
+    monkeypatch.setattr(entrypoint.importlib.metadata, "version", lambda name: "0.13.0")
+    ran = []
+    with pytest.raises(entrypoint.WrongAiperf):
+        entrypoint.main({"PLAN_FILE": str(plan_file), "RESULTS_ROOT": str(tmp_path / "results"),
+                         "BENCH_MODE": "concurrency_sweep", "JOB_UID": "u", "POD_NAMESPACE": "lab",
+                         "ALLOCATE_RUN": "1"}, run=lambda *a, **k: ran.append(a))
+    assert ran == [] and not (tmp_path / "results").exists()
 
 
 # --- the whole Job, four modes, then the export -------------------------------------------------
@@ -183,7 +194,7 @@ def test_worker_pods_give_the_metrics_endpoints_and_the_nats_address():
 def run_job(tmp_path, plan, mode, job_uid, aiperf, monkeypatch, allocate) -> int:
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(plan))
-    monkeypatch.setattr(entrypoint, "ensure_aiperf", lambda version, target: {"AIPERF": version})
+    monkeypatch.setattr(entrypoint, "require_aiperf", lambda version: None)
     monkeypatch.setattr(cluster_facts, "read_placement",
                         lambda ns, graph, label: cluster_facts.placement(PODS, NODES, graph, label))
     monkeypatch.setattr(cluster_facts, "read_worker_endpoints",
@@ -203,7 +214,7 @@ def test_four_jobs_fill_one_run_with_a_manifest_and_a_status_per_mode(tmp_path, 
     plan = plan_for("agg", QUICK)
     aiperf = FakeAiperf(real_summary)
     run_id = run_campaign(tmp_path, plan, "uid", aiperf, monkeypatch)
-    assert aiperf.envs and all(env == {"AIPERF": "0.9.0"} for env in aiperf.envs)  # the pinned one
+    assert aiperf.envs and all(env["POD_NAMESPACE"] == "benchlab" for env in aiperf.envs)  # the Job's env
     for argv in aiperf.calls:  # every call scrapes the worker pods and counts goodput
         at = argv.index("--server-metrics")
         assert argv[at + 1] == "http://10.0.0.5:9090/metrics"
@@ -403,7 +414,7 @@ def test_the_serving_graph_reads_the_model_where_the_download_put_it():
 def test_each_jobs_code_imports_from_its_configmap_alone(tmp_path, entry):
     package = tmp_path / job_code.PACKAGE
     package.mkdir()
-    for name, source in job_code.code_files(entry).items():
+    for name, source in job_code.code_files(entry, wheel_locks.AIPERF).items():
         (package / name).write_text(source)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-c", f"import jobs.{entry}"], cwd=tmp_path,
@@ -412,7 +423,7 @@ def test_each_jobs_code_imports_from_its_configmap_alone(tmp_path, entry):
 
 
 def test_the_report_code_is_not_shipped_to_the_benchmarks():
-    shipped = job_code.code_files("entrypoint")
+    shipped = benchmark_jobs.shipped_code()
     assert "entrypoint.py" in shipped and "aiperf_argv.py" in shipped
     assert not any(name.startswith("report") for name in shipped)
 
@@ -424,7 +435,7 @@ def test_unreadable_worker_endpoints_leave_the_benchmark_running_without_them(tm
 
     aiperf = FakeAiperf(real_summary)
     plan = plan_for("agg", QUICK)
-    monkeypatch.setattr(entrypoint, "ensure_aiperf", lambda version, target: {"AIPERF": version})
+    monkeypatch.setattr(entrypoint, "require_aiperf", lambda version: None)
     monkeypatch.setattr(cluster_facts, "read_placement", lambda ns, graph, label: [])
     monkeypatch.setattr(cluster_facts, "read_worker_endpoints", unreachable)
     plan_file = tmp_path / "plan.json"

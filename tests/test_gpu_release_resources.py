@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cli import offline
+from facts import wheel_locks
 from components import gpu_release, job_code
 
 DEV = offline.stack_config(str(Path(__file__).resolve().parent.parent / "Pulumi.dev.yaml"))
@@ -79,7 +80,7 @@ def test_the_cronjob_gets_the_run_hash_grace_lease_and_the_names(rec):
 def test_the_cronjob_runs_the_release_code_shipped_from_jobs(rec):
     code = next(r for r in rec.of_type("kubernetes:core/v1:ConfigMap")
                 if r.name.endswith("-gpu-release-code")).plain_inputs()["data"]
-    assert code == job_code.code_files("gpu_release")
+    assert code == job_code.code_files("gpu_release", wheel_locks.BOTO3)
     assert {"gpu_release.py", "kube_api.py", "run_manifest.py", "runs.py"} <= set(code)
 
 

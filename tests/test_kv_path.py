@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from components import job_code
 from stacks import config, serving_spec
 from tests.test_dgd_schema import problems, validator  # noqa: F401  (fixture)
 
@@ -168,7 +169,7 @@ def test_order_graph_is_dgd_then_transport_check_then_first_benchmark(run_lab, m
     (container,) = spec["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert (env["KV_TRANSPORT"], env["KV_ROUTER"], env["GRAPH_NAME"]) == (transport, router, f"benchlab-{mode}")
-    assert container["command"] == ["python3", "-m", "jobs.kv_transport"]
+    assert container["command"] == job_code.run_module("kv_transport") == ["python", "-m", "jobs.kv_transport"]
     # the record is named by the same hash the benchmark Jobs' plan carries
     plan_map = [r for r in rec.of_type("kubernetes:core/v1:ConfigMap") if r.name.endswith("-bench-plan")][0]
     assert json.loads(next(iter(plan_map.plain_inputs()["data"].values())))["config_hash"] == env["CONFIG_HASH"]

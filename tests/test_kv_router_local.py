@@ -32,7 +32,8 @@ def test_kv_router_builds_its_index_from_the_mockers_kv_events(tmp_path, graph):
     served = Graph(GraphConfig(name=graph, dynamo_python=TOOLS / "python",
                                nats_server=TOOLS / "nats-server", model_dir=model,
                                work_dir=tmp_path / "work", frontend_port=_free_port(),
-                               nats_port=_free_port(), router_mode="kv"), processes)
+                               nats_port=_free_port(), router_mode="kv",
+                               recording=tmp_path / "work" / "event_plane.jsonl"), processes)
     try:
         served.start(say=lambda message: None)
     finally:

@@ -68,6 +68,6 @@ def test_preflight_of_the_shipped_dev_stack_fails_until_the_user_sets_their_cidr
 
 def test_pod_fit_is_checked_with_the_rest():
     assert preflight.check_pod_fit(config.parse({})).status == "pass"
-    small = config.parse({"nodeGroups": {"system": {"instanceType": "m5.xlarge", "count": 2, "diskGib": 50}}})
+    small = config.parse({"nodeGroups": {"system": {"instanceType": "m5.xlarge", "count": 2, "diskGib": 80}}})
     check = preflight.check_pod_fit(small)
     assert check.status == "fail" and "nodeGroups.system.instanceType" in check.detail

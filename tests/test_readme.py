@@ -70,3 +70,32 @@ def test_first_screen_campaign_cost_and_time_are_what_cost_says():
         assert f"~${estimate.total_usd:.0f} " in row, stack
         for graph in ("agg", "disagg"):
             assert f"${sum(estimate.hourly[graph].values()):.2f}/h {graph}" in row, stack
+
+
+def test_readme_states_the_system_disk_minimum_the_validation_enforces():
+    row = next(line for line in README.splitlines() if line.startswith("| `nodeGroups.system.diskGib`"))
+    assert f"at least {config.MIN_SYSTEM_DISK_GIB}:" in row
+
+
+def secret_values_on_command_lines(text: str) -> list[str]:
+    """`pulumi config set --secret KEY VALUE` commands: the value lands in shell history."""
+    found = []
+    for match in re.finditer(r"pulumi config set\b[^\n`#]*", text):
+        command = re.split(r"\s[<|]\s", match.group(0))[0]  # stdin redirect or pipe: no value
+        words = command.split()[3:]
+        positional = [w for w in words if not w.startswith("-")]
+        if "--secret" in words and len(positional) > 1:
+            found.append(command.strip())
+    return found
+
+
+def test_docs_never_put_a_secret_on_the_command_line():
+    docs = {"README.md": README, **{p.name: p.read_text(encoding="utf-8")
+                                    for p in REPO.glob("Pulumi.*.yaml")}}
+    assert secret_values_on_command_lines("pulumi config set --secret hfToken hf_abc") == [
+        "pulumi config set --secret hfToken hf_abc"]
+    assert secret_values_on_command_lines("`pulumi config set --secret hfToken < f`") == []
+    assert secret_values_on_command_lines("pulumi config set --secret hfToken <token>") != []
+    assert {name: secret_values_on_command_lines(text) for name, text in docs.items()
+            if secret_values_on_command_lines(text)} == {}
+    assert "config set --secret hfToken" in README  # the prompt form is shown

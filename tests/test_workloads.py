@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from jobs import aiperf_argv, modes, names, runs, seq_dist
-from components import benchmark_jobs, model_store
+from components import benchmark_jobs, job_code, model_store
+from facts import images, wheel_locks
 from stacks import serving_spec
 from components.base import HF_TOKEN_KEY, HF_TOKEN_SECRET
 from components.cluster import ROLE_LABEL
 from cli import offline
+from tests.conftest import REPO
 
 JOB = "kubernetes:batch/v1:Job"
 PVC = "kubernetes:core/v1:PersistentVolumeClaim"
@@ -198,7 +202,17 @@ def test_download_job_runs_on_cpu_nodes_with_the_token_from_the_secret(lab_runs)
     assert "tolerations" not in pod  # never on a (tainted) GPU node
     env = env_of(container(job))
     assert env["MODEL_ID"] == "Qwen/Qwen3-30B-A3B-FP8" and env["MODEL_REVISION"] == "abc123"
-    assert env["HF_TOKEN"] == {"secretKeyRef": {"name": HF_TOKEN_SECRET, "key": HF_TOKEN_KEY}}
+    # the token is a file in the download's own container, never an env var, never at install
+    assert "HF_TOKEN" not in env and env["HF_TOKEN_FILE"] == model_store.HF_TOKEN_FILE
+    (token_volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert token_volume["secret"] == {"secretName": HF_TOKEN_SECRET,
+                                      "items": [{"key": HF_TOKEN_KEY, "path": "token"}]}
+    mounts = {m["name"]: m for m in container(job)["volumeMounts"]}
+    assert mounts[token_volume["name"]] == {"name": token_volume["name"], "readOnly": True,
+                                            "mountPath": model_store.HF_TOKEN_DIR}
+    (install,) = pod["initContainers"]
+    assert token_volume["name"] not in {m["name"] for m in install["volumeMounts"]}
+    assert not any("secretKeyRef" in json.dumps(e) for e in install.get("env", []))
     assert spec["activeDeadlineSeconds"] == 75 * 60
     # Pulumi waits a minute past the Job's own deadline, so Kubernetes' verdict is the one seen
     assert job.custom_timeouts == {"create": "76m", "update": "76m"}
@@ -209,7 +223,9 @@ def test_download_job_runs_on_cpu_nodes_with_the_token_from_the_secret(lab_runs)
 
 def test_public_model_without_token_gets_no_token_env(lab_runs):
     rec = lab_runs("agg", secrets={"grafanaAdminPassword": GRAFANA_PASSWORD})
-    assert "HF_TOKEN" not in env_of(container(named(rec, JOB, "-models-download")))
+    job = named(rec, JOB, "-models-download")
+    assert "HF_TOKEN_FILE" not in env_of(container(job))
+    assert not [v for v in job.plain_inputs()["spec"]["template"]["spec"]["volumes"] if "secret" in v]
 
 
 # --- serving graph -----------------------------------------------------------------------------
@@ -334,8 +350,10 @@ def test_benchmark_jobs_run_the_entrypoint_on_cpu_nodes(lab_runs):
         env = env_of(main)
         assert env["BENCH_MODE"] == mode
         assert env["ALLOCATE_RUN"] == ("1" if index == 0 else "0")  # only the first makes a run id
-        assert main["image"] == "nvcr.io/nvidia/ai-dynamo/vllm-runtime:0.9.1"
-        assert main["command"] == ["python3", "-m", "jobs.entrypoint"]
+        assert main["image"] == images.CLIENT_IMAGE  # never the ~20 GB serving image
+        # AIPerf 0.9.0 cannot load the model store's tokenizer directory in HF offline mode
+        assert not {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"} & set(env)
+        assert main["command"] == ["python", "-m", "jobs.entrypoint"]
         assert pod["serviceAccountName"] == benchmark_jobs.SERVICE_ACCOUNT
         assert pod["nodeSelector"] == {ROLE_LABEL: "system"} and "tolerations" not in pod
         mounts = {m["mountPath"]: m.get("readOnly", False) for m in main["volumeMounts"]}
@@ -529,3 +547,69 @@ def test_every_job_is_replaced_when_its_spec_changes(lab_runs):
     jobs = lab_runs("disagg").of_type(JOB)
     assert len(jobs) == 7  # download, KV transport check, four benchmarks, export
     assert all(job.options["replace_on_changes"] == ["spec"] for job in jobs)
+
+
+# --- client Jobs: a small image, hash-locked wheels, nothing else ------------------------------
+CLIENT_JOBS = {"-models-download": wheel_locks.HUGGINGFACE_HUB, "-export-job": wheel_locks.BOTO3,
+               **{f"-bench-{mode}": wheel_locks.AIPERF for mode in MODE_ORDER}}
+
+
+@pytest.mark.parametrize("suffix", sorted(CLIENT_JOBS))
+def test_client_jobs_run_the_small_image_and_install_only_their_hash_locked_wheels(lab_runs, suffix):
+    rec = lab_runs("agg")
+    job = named(rec, JOB, suffix)
+    pod = job.plain_inputs()["spec"]["template"]["spec"]
+    lock = CLIENT_JOBS[suffix]
+    (install,) = pod["initContainers"]
+    assert {install["image"], container(job)["image"]} == {images.CLIENT_IMAGE}
+    command = install["command"]
+    assert command[:4] == ["python", "-m", "pip", "install"]
+    assert {"--require-hashes", "--only-binary=:all:", "--no-cache-dir"} <= set(command)
+    assert command[command.index("--target") + 1] == job_code.DEPS
+    lock_path = command[command.index("-r") + 1]
+    assert lock_path == f"{job_code.MOUNT_ROOT}/{job_code.PACKAGE}/{lock.file_name}"
+    # the lock file is what the Job's code ConfigMap ships, byte for byte
+    (code_volume,) = [v for v in pod["volumes"] if v["name"] == job_code.CODE_VOLUME]
+    auto_named = code_volume["configMap"]["name"]  # <resource name>-<random suffix>
+    (code_map,) = [c for c in rec.of_type(CONFIG_MAP) if c.name == auto_named.rsplit("-", 1)[0]]
+    assert code_map.plain_inputs()["data"][lock.file_name] == lock.text()
+    # the install step holds no secret, no API token and no AWS identity (IRSA's webhook skips it)
+    assert {m["name"] for m in install["volumeMounts"]} == {job_code.CODE_VOLUME, "scratch"}
+    annotations = job.plain_inputs()["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["eks.amazonaws.com/skip-containers"] == install["name"]
+    assert install["securityContext"] == job_code.RESTRICTED_CONTAINER
+    # and the Job's own code never installs anything
+    assert "pip" not in json.dumps(container(job)["command"])
+
+
+def test_a_locked_image_is_deployed_by_digest_everywhere(lab_runs):
+    digests = {images.CLIENT_IMAGE: "sha256:" + "a" * 64,
+               images.vllm_runtime("0.9.1"): "sha256:" + "b" * 64}
+    rec = lab_runs("agg", {"imageDigests": digests})
+    for job in rec.of_type(JOB):
+        pod = job.plain_inputs()["spec"]["template"]["spec"]
+        for each in [*pod.get("initContainers", []), *pod["containers"]]:
+            assert each["image"] == f"{images.CLIENT_IMAGE}@sha256:{'a' * 64}", job.name
+    spec = json.dumps(graph(rec))
+    assert f"vllm-runtime:0.9.1@sha256:{'b' * 64}" in spec and "vllm-runtime:0.9.1\"" not in spec
+    unlocked = lab_runs("agg")
+    assert "@sha256:" not in json.dumps([j.plain_inputs() for j in unlocked.of_type(JOB)])
+
+
+def test_the_pinned_aiperf_loads_the_model_stores_tokenizer_in_the_benchmark_jobs_env(lab_runs, tmp_path):
+    """The rendered environment of a benchmark Job, with the real AIPerf's tokenizer loader."""
+    from local_lab import tool_venvs
+    from local_lab.tokenizer import ensure_model_dir
+
+    aiperf_python = tool_venvs.tool_path(tool_venvs.AIPERF, REPO / ".venvs", "python")
+    if not aiperf_python.exists():
+        pytest.skip(f"{aiperf_python} absent: `./benchlab tools` installs the pinned AIPerf")
+    job_env = {k: v for k, v in env_of(container(benchmark_job_resources(lab_runs("agg"))[0])).items()
+               if isinstance(v, str) and not v.startswith("/")}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}, **job_env}
+    model = ensure_model_dir(tmp_path / "model")
+    probe = ("import sys; from aiperf.common.tokenizer import Tokenizer; "
+             "Tokenizer.from_pretrained(sys.argv[1]); print('loaded')")
+    result = subprocess.run([str(aiperf_python), "-c", probe, str(model)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "loaded" in result.stdout, result.stderr[-1500:]
