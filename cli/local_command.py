@@ -6,13 +6,15 @@ CLI in the four modes, aggregated then disaggregated, and the same report the cl
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from pathlib import Path
 
 from jobs import aiperf_argv, modes
 from cli.cli import CliError
-from local_lab import isolation, tool_venvs
+from cli.plan_command import PLAN_JSON, default_out as default_plan_out
+from local_lab import cloud_shape, isolation, tool_venvs
 from jobs.names import GRAPHS, PROFILES
 from local_lab.graph import ROUTER_MODES, GraphError, check_ports_free
 from local_lab.progress import Progress
@@ -54,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the dynamo and aiperf venvs live (default: .venvs)")
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / ".lab-work", metavar="DIR",
                         help="model dir, process logs, stores (default: .lab-work)")
+    parser.add_argument("--plan", type=Path, metavar="PLAN_JSON",
+                        help="the `benchlab plan` whose predictions the runs record when their "
+                             "graph matches (default: plan-out/<stack, or dev>/plan.json if present)")
     parser.add_argument("--no-install", action="store_true",
                         help="never create or update the tool venvs; fail if they are not ready")
 
@@ -123,7 +128,8 @@ def _run_inside(args: argparse.Namespace) -> int:
         nats_server=tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "nats-server"),
         aiperf=tool_venvs.tool_path(tool_venvs.AIPERF, tools, "aiperf"),
         frontend_port=args.frontend_port, nats_port=args.nats_port,
-        router_mode=args.router_mode, sweep_style=args.sweep_style)
+        router_mode=args.router_mode, sweep_style=args.sweep_style,
+        predictions=_predictions(args))
     progress = Progress(plan.planned_seconds * len(args.graphs))
     try:
         run = run_lab(setup, progress)
@@ -135,6 +141,26 @@ def _run_inside(args: argparse.Namespace) -> int:
     if run.interrupted:
         return EXIT_INTERRUPTED
     return 0 if run.all_ok and report else 1
+
+
+def _predictions(args: argparse.Namespace) -> dict[str, dict]:
+    """graph -> what `benchlab plan` predicted for the cloud graph this run simulates."""
+    path = args.plan or default_plan_out(args.stack or "dev") / PLAN_JSON
+    if not path.is_file():
+        if args.plan:
+            raise CliError(f"--plan {path}: no such file")
+        return {}
+    from report.predictions import prediction_for
+    try:
+        body = json.loads(path.read_text())
+    except ValueError as err:
+        raise CliError(f"{path}: not JSON ({err})") from None
+    found = {graph: prediction_for(body, cloud_shape.manifest("", graph, args.profile, "", ""))
+             for graph in args.graphs}
+    for graph, record in found.items():
+        print(f"benchlab local: {graph}: " + (f"recording the predictions of {path}" if record else
+              f"{path} predicts another shape; nothing recorded"))
+    return {graph: record for graph, record in found.items() if record}
 
 
 def _bench_plan(stack: str | None) -> modes.BenchPlan:

@@ -13,8 +13,8 @@ from stacks.config import StackConfig, Serving
 from facts.instances import facts
 
 
-def manifest(run_id: str, graph: str, profile: str, model: str,
-             created: str) -> run_manifest.RunManifest:
+def manifest(run_id: str, graph: str, profile: str, model: str, created: str,
+             extra: dict | None = None) -> run_manifest.RunManifest:
     lab = StackConfig(serving=dataclasses.replace(Serving(), mode=graph))
     roles = lab.worker_roles()  # role -> (node group, workers)
     groups = [group for group in names.GPU_GROUPS
@@ -28,4 +28,5 @@ def manifest(run_id: str, graph: str, profile: str, model: str,
                for group in groups],
         workers={role: run_manifest.WorkerSpec(replicas=workers.replicas, tp=workers.tp)
                  for role, (_, workers) in roles.items()},
+        extra=extra or {},
     )

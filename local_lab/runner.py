@@ -47,6 +47,8 @@ class LabSetup:
     nats_port: int
     router_mode: str
     sweep_style: str
+    # graph -> the `benchlab plan` prediction its manifest records (report/predictions.py)
+    predictions: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,7 +93,8 @@ def run_lab(setup: LabSetup, progress: Progress) -> LabRun:
 def _run_graph(setup: LabSetup, graph: str, run: LabRun, progress: Progress) -> None:
     graph_dir = run.run_dir / graph
     run_manifest.write_manifest(graph_dir, cloud_shape.manifest(
-        run.run_id, graph, setup.profile, str(setup.model_dir), _now()))
+        run.run_id, graph, setup.profile, str(setup.model_dir), _now(),
+        {"prediction": setup.predictions[graph]} if graph in setup.predictions else None))
     statuses = run.statuses.setdefault(graph, {})
     processes = ProcessGroup(setup.work_dir / run.run_id / graph / "logs")
     try:

@@ -14,6 +14,7 @@ from typing import Any
 from report.cost_efficiency import PRICE_NOTE
 from report.inputs import GraphRun, ReportInputs, load_results
 from report.plots import SIMULATED_NOTE, draw_plots
+from report.predictions import comparison_table, sources_note
 from report.tables import (Table, cost_table, multi_turn_tables, pareto_table,
                                       prefix_cache_table, relative, sequence_distribution_table,
                                       status_table, sweep_table)
@@ -42,24 +43,27 @@ DEFINITIONS = """\
 """
 
 
-def build_report(results_dir: Path, out_dir: Path) -> Path:
+def build_report(results_dir: Path, out_dir: Path, plan: dict[str, Any] | None = None) -> Path:
+    """`plan`: a plan.json to compare runs against that did not record one (cloud runs)."""
     inputs = load_results(results_dir)
-    tables = _tables(inputs)
+    tables = _tables(inputs, plan)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / TABLES_DIR).mkdir(exist_ok=True)
     for table in tables.values():
         _write_table(table, out_dir / TABLES_DIR)
     plots = draw_plots(tables, out_dir)
     path = out_dir / REPORT_FILE
-    path.write_text(_markdown(results_dir, inputs, tables, plots, out_dir))
+    path.write_text(_markdown(results_dir, inputs, tables, plots, out_dir,
+                              sources_note(inputs.runs, plan)))
     return path
 
 
-def _tables(inputs: ReportInputs) -> dict[str, Table]:
+def _tables(inputs: ReportInputs, plan: dict[str, Any] | None) -> dict[str, Table]:
     runs, problems = inputs.runs, inputs.problems
     sweep = sweep_table(runs)
     per_turn, conversations = multi_turn_tables(runs)
-    tables = [sweep, pareto_table(sweep), cost_table(runs, sweep, problems),
+    tables = [sweep, pareto_table(sweep), comparison_table(runs, sweep, plan),
+              cost_table(runs, sweep, problems),
               prefix_cache_table(runs, problems), sequence_distribution_table(runs),
               conversations, per_turn, status_table(runs)]
     return {table.name: table for table in tables}
@@ -98,7 +102,7 @@ def _markdown_table(table: Table) -> str:
 
 
 def _markdown(results_dir: Path, inputs: ReportInputs, tables: dict[str, Table],
-              plots: dict[str, Path], out_dir: Path) -> str:
+              plots: dict[str, Path], out_dir: Path, prediction_note: str) -> str:
     def section(title: str, names: list[str], note: str = "") -> list[str]:
         parts = [f"## {title}\n"] + ([note] if note else [])
         for name in names:
@@ -125,6 +129,7 @@ def _markdown(results_dir: Path, inputs: ReportInputs, tables: dict[str, Table],
     parts += _problems(inputs, results_dir)
     parts += section("Concurrency sweep: agg vs disagg", ["concurrency_sweep"])
     parts += section("Pareto: tokens/s per GPU vs tokens/s per user", ["pareto"])
+    parts += section("Prediction vs measurement", ["prediction_vs_measurement"], prediction_note)
     parts += section("Cost efficiency", ["cost_efficiency"],
                      f"{PRICE_NOTE}" + (" Costs of simulated runs are illustrative of the "
                                         "configuration they stand for, not measured GPU "
