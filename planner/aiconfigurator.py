@@ -9,10 +9,14 @@ seen with 0.12.0 here:
   decode systems differ stops the saving of every later one ("Generator artifacts currently
   require matching prefill/decode systems"): one heterogeneous disagg experiment per call, last;
 - prefill and decode must name the same model path ("Hetero-model disagg is not supported").
+Single points (the local lab twin's timing tables) go through its Python API in the tool venv,
+`aiconfigurator.cli.api.cli_estimate` (static_ctx: one prefill; static_gen: one decode step),
+a namespace `aisimulate` 0.12.0 keeps (the deprecation notice 0.12.0 prints).
 """
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 from math import gcd
@@ -128,6 +132,55 @@ def run(experiments: list[dict[str, dict[str, Any]]], work_dir: Path, tools_dir:
                 process.wait()
             log.close()
     return outcome
+
+
+# Runs in the tool venv: the perf DB loads once, then one estimate per point. Writes the
+# mocker's own NPZ (dynamo/mocker/utils/planner_profiler_perf_data_converter.py: prefill_isl,
+# prefill_ttft_ms; decode_active_kv_tokens, decode_context_length, decode_itl[kv_idx, ctx_idx],
+# looked up with batch = active kv tokens / context). Not Dynamo's profiler format: converting
+# that needs scipy, which ai-dynamo 0.9.1 does not install. Each cell takes the step time of the
+# batch it stands for, clamped to the batches estimated: the edge holds, never zero.
+_ESTIMATOR = """
+import json, logging, os, sys, warnings
+warnings.filterwarnings("ignore")
+logging.disable(logging.WARNING)
+import numpy as np
+from aiconfigurator.cli.api import cli_estimate
+spec = json.load(sys.stdin)
+worker = spec["worker"]
+ttft = [cli_estimate(mode="static_ctx", isl=n, osl=2, batch_size=1, **worker).ttft for n in spec["isl"]]
+itl = [cli_estimate(mode="static_gen", isl=c, osl=2, batch_size=b, **worker).tpot for b, c in spec["decode"]]
+contexts = sorted({c for _, c in spec["decode"]})
+kv = np.geomspace(contexts[0], spec["max_kv_tokens"], spec["kv_points"])
+table = np.zeros((len(kv), len(contexts)))
+for j, context in enumerate(contexts):
+    batches = [b for b, c in spec["decode"] if c == context]
+    steps = [t for (b, c), t in zip(spec["decode"], itl) if c == context]
+    wanted = np.clip(kv / context, batches[0], batches[-1])
+    table[:, j] = np.interp(np.log2(wanted), np.log2(batches), steps)
+os.makedirs(spec["out"], exist_ok=True)
+np.savez(os.path.join(spec["out"], "perf_data.npz"), prefill_isl=np.array(spec["isl"], dtype=float),
+         prefill_ttft_ms=np.array(ttft), decode_active_kv_tokens=kv,
+         decode_context_length=np.array(contexts, dtype=float), decode_itl=table)
+print(json.dumps({"prefill": [list(p) for p in zip(spec["isl"], ttft)],
+                  "decode": [[b, c, t] for (b, c), t in zip(spec["decode"], itl)]}))
+"""
+
+
+def estimate_tables(spec: dict[str, Any], tools_dir: Path) -> dict[str, list[list[float]]]:
+    """Prefill latency by ISL and decode step time by (batch, context) for one worker, written
+    as the mocker's perf_data.npz under spec["out"]; returns the estimated points."""
+    python = tool_venvs.tool_path(TOOL, tools_dir, "python")
+    if not python.exists():
+        raise AicError(f"{python} is missing; run `./benchlab tools`")
+    try:
+        done = subprocess.run([str(python), "-c", _ESTIMATOR], input=json.dumps(spec),
+                              capture_output=True, text=True, timeout=TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise AicError(f"aiconfigurator estimates did not finish in {TIMEOUT_SECONDS} s") from None
+    if done.returncode != 0:
+        raise AicError("aiconfigurator estimates failed:\n" + "\n".join(done.stderr.splitlines()[-15:]))
+    return json.loads(done.stdout.splitlines()[-1])  # the last line: the tool may print above it
 
 
 def _collect(call_dir: Path, names: list[str], returncode: int, outcome: Outcome) -> None:
