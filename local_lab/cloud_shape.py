@@ -1,7 +1,8 @@
 """The cloud lab a simulated run stands for, as recorded in its manifest.
 
-The mocker simulates the default cloud lab's graphs (stacks/config.py defaults); the report
-prices and labels a run by these nodes and workers, always with `simulated: true`.
+The mocker simulates a stack's graphs (the default cloud lab's, stacks/config.py defaults, unless
+`benchlab local --stack` names one); the report prices and labels a run by these nodes and
+workers, always with `simulated: true`.
 """
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import dataclasses
 
 from jobs import names, run_manifest
 from facts.versions import AIPERF_VERSION, DYNAMO_VERSION
-from stacks.config import StackConfig, Serving
+from stacks.config import StackConfig
 from facts.instances import facts
 
 
 def manifest(run_id: str, graph: str, profile: str, model: str, created: str,
-             extra: dict | None = None) -> run_manifest.RunManifest:
-    lab = StackConfig(serving=dataclasses.replace(Serving(), mode=graph))
+             extra: dict | None = None, stack: StackConfig | None = None) -> run_manifest.RunManifest:
+    stack = stack or StackConfig()
+    lab = dataclasses.replace(stack, serving=dataclasses.replace(stack.serving, mode=graph))
     roles = lab.worker_roles()  # role -> (node group, workers)
     groups = [group for group in names.GPU_GROUPS
               if group in {group for group, _ in roles.values()}]

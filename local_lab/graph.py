@@ -11,7 +11,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from local_lab.processes import ProcessFailed, ProcessGroup
@@ -41,6 +41,8 @@ class GraphConfig:
     frontend_port: int
     nats_port: int
     router_mode: str
+    # role -> extra mocker flags: the twin's timing table, KV blocks and replicas (cli/local_command.py)
+    worker_args: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -81,7 +83,8 @@ class Graph:
             say(f"starting mocker worker: {role}")
             self.processes.start(role, [str(cfg.dynamo_python), "-m", "dynamo.mocker",
                                         "--model-path", str(cfg.model_dir),
-                                        "--store-kv", "file", *flags], env)
+                                        "--store-kv", "file", *flags,
+                                        *cfg.worker_args.get(role, ())], env)
         # The frontend can read a card file before it is written and then never see the model:
         # start it only once every worker's card is complete.
         self._wait("worker model cards", lambda: self._complete_cards() >= len(roles))

@@ -19,6 +19,7 @@ from local_lab import cloud_shape
 from local_lab.graph import Graph, GraphConfig, GraphError
 from local_lab.processes import ProcessFailed, ProcessGroup, StepTimedOut
 from local_lab.progress import Progress
+from stacks.config import StackConfig
 
 # A step's hard limit: its plan twice over plus start-up slack. Bounds a hung AIPerf.
 STEP_TIMEOUT_FACTOR, STEP_TIMEOUT_SLACK_SECONDS = 2.0, 120.0
@@ -47,8 +48,12 @@ class LabSetup:
     nats_port: int
     router_mode: str
     sweep_style: str
+    stack: StackConfig = StackConfig()  # the cloud lab it stands for: node groups, workers
     # graph -> the `benchlab plan` prediction its manifest records (report/predictions.py)
     predictions: dict[str, dict] = field(default_factory=dict)
+    # graph -> role -> mocker flags, and graph -> what the twin simulates (the manifest's `twin`)
+    worker_args: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    twin: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -94,7 +99,9 @@ def _run_graph(setup: LabSetup, graph: str, run: LabRun, progress: Progress) -> 
     graph_dir = run.run_dir / graph
     run_manifest.write_manifest(graph_dir, cloud_shape.manifest(
         run.run_id, graph, setup.profile, str(setup.model_dir), _now(),
-        {"prediction": setup.predictions[graph]} if graph in setup.predictions else None))
+        {"twin": setup.twin.get(graph, {"timing": "built-in polynomial"}),
+         **({"prediction": setup.predictions[graph]} if graph in setup.predictions else {})},
+        setup.stack))
     statuses = run.statuses.setdefault(graph, {})
     processes = ProcessGroup(setup.work_dir / run.run_id / graph / "logs")
     try:
@@ -193,7 +200,7 @@ def _graph_config(setup: LabSetup, graph: str, run_id: str) -> GraphConfig:
                        nats_server=setup.nats_server, model_dir=setup.model_dir,
                        work_dir=setup.work_dir / run_id / graph,
                        frontend_port=setup.frontend_port, nats_port=setup.nats_port,
-                       router_mode=setup.router_mode)
+                       router_mode=setup.router_mode, worker_args=setup.worker_args.get(graph, {}))
 
 
 def _write_timings(path: Path, run: LabRun) -> None:

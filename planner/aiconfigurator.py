@@ -148,7 +148,8 @@ import numpy as np
 from aiconfigurator.cli.api import cli_estimate
 spec = json.load(sys.stdin)
 worker = spec["worker"]
-ttft = [cli_estimate(mode="static_ctx", isl=n, osl=2, batch_size=1, **worker).ttft for n in spec["isl"]]
+prefill = [cli_estimate(mode="static_ctx", isl=n, osl=2, batch_size=1, **worker) for n in spec["isl"]]
+ttft = [result.ttft for result in prefill]
 itl = [cli_estimate(mode="static_gen", isl=c, osl=2, batch_size=b, **worker).tpot for b, c in spec["decode"]]
 contexts = sorted({c for _, c in spec["decode"]})
 kv = np.geomspace(contexts[0], spec["max_kv_tokens"], spec["kv_points"])
@@ -162,7 +163,8 @@ os.makedirs(spec["out"], exist_ok=True)
 np.savez(os.path.join(spec["out"], "perf_data.npz"), prefill_isl=np.array(spec["isl"], dtype=float),
          prefill_ttft_ms=np.array(ttft), decode_active_kv_tokens=kv,
          decode_context_length=np.array(contexts, dtype=float), decode_itl=table)
-print(json.dumps({"prefill": [list(p) for p in zip(spec["isl"], ttft)],
+print(json.dumps({"perf_db": prefill[0].backend_version,
+                  "prefill": [list(p) for p in zip(spec["isl"], ttft)],
                   "decode": [[b, c, t] for (b, c), t in zip(spec["decode"], itl)]}))
 """
 

@@ -12,9 +12,11 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from facts.models import ModelFacts
+from facts.models import ModelFacts, model_facts
+from jobs.modes import BenchPlan
 from planner import aiconfigurator
-from planner.inputs import BACKEND, GroupInput
+from planner.inputs import BACKEND, GroupInput, PlanInputError, Slo, plan_inputs
+from stacks.config import StackConfig
 
 GPU_MEMORY_UTILIZATION = 0.9  # vLLM's --gpu-memory-utilization default (docs.vllm.ai engine args)
 # Activations, CUDA graphs, NCCL: AIConfigurator's own per-GPU allowance
@@ -93,3 +95,58 @@ def timing_tables(group: GroupInput, tp: int, model_id: str, capacity: KvCapacit
         (out / POINTS_FILE).write_text(json.dumps({**spec, "points": points}, indent=1) + "\n")
     return out / TABLE_FILE
 
+
+
+@dataclass(frozen=True)
+class LabTwin:
+    worker_args: dict[str, dict[str, tuple[str, ...]]]  # graph -> mocker role -> flags
+    records: dict[str, dict]  # graph -> what it simulates, for the manifest
+
+
+def lab_twin(cfg: StackConfig, bench: BenchPlan, graphs: tuple[str, ...], cache_dir: Path,
+             tools_dir: Path) -> LabTwin:
+    """Each graph's workers as the stack configures them: the node group's system and TP, the
+    replicas as one mocker process's workers (--num-workers), its KV blocks and timing table."""
+    inputs = plan_inputs(cfg, Slo(0, 0, "unused: the twin has no SLO"))  # PlanInputError: no data
+    model = model_facts(cfg.model.id)
+    longest = longest_context(bench)
+    roles = {"agg": (("worker", "prefill", cfg.serving.agg),),
+             "disagg": (("prefill", "prefill", cfg.serving.prefill),
+                        ("decode", "decode", cfg.serving.decode))}
+    worker_args, records = {}, {}
+    for graph in graphs:
+        worker_args[graph], described = {}, {}
+        for role, group_name, workers in roles[graph]:
+            group = inputs.groups[group_name]
+            capacity = kv_capacity(group.gpu_memory_gib, workers.tp, model)
+            if not capacity.blocks:
+                raise PlanInputError([f"benchlab:serving: {cfg.model.id} does not fit a TP{workers.tp} "
+                                      f"worker on {group.instance_type} ({capacity.arithmetic})"])
+            table = timing_tables(group, workers.tp, cfg.model.id, capacity, longest, longest,
+                                  cache_dir, tools_dir)
+            points = json.loads((table.parent / POINTS_FILE).read_text())["points"]
+            worker_args[graph][role] = ("--planner-profile-data", str(table),
+                                        "--num-gpu-blocks-override", str(capacity.blocks),
+                                        "--block-size", str(capacity.block_size),
+                                        "--num-workers", str(workers.replicas))
+            described[role] = {
+                "system": group.system.name, "instance_type": group.instance_type, "tp": workers.tp,
+                "replicas": workers.replicas, "kv_blocks": capacity.blocks,
+                "kv_capacity": capacity.arithmetic, "table": str(table),
+                "perf_db": points.get("perf_db")}
+        records[graph] = {
+            "timing": f"{' '.join(aiconfigurator.TOOL.requirements())} static estimates",
+            "roles": described,
+            "modelled_instead": [c for c in inputs.caveats
+                                 if any(c.startswith(g) for g in {r[1] for r in roles[graph]})],
+            "summary": " + ".join(f"{d['replicas']} x {d['system']} TP{d['tp']} ({role})"
+                                  for role, d in described.items())}
+    return LabTwin(worker_args, records)
+
+
+def longest_context(bench: BenchPlan) -> int:
+    """The longest prompt + output any mode sends (a multi-turn conversation grows by turn)."""
+    sweep, seq = bench.concurrency_sweep, bench.sequence_distribution
+    prefix, multi = bench.prefix_cache, bench.multi_turn
+    return max(sweep.isl + sweep.osl, seq.isl_max + seq.osl_max, prefix.isl + prefix.osl,
+               multi.turns * (multi.isl + multi.osl))

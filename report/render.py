@@ -126,6 +126,7 @@ def _markdown(results_dir: Path, inputs: ReportInputs, tables: dict[str, Table],
                      "mocker. Their costs are those of the configuration they stand for and are "
                      "illustrative only, not measured GPU performance.\n")
     parts += _sources(inputs.runs)
+    parts += _simulated(simulated)
     parts += _problems(inputs, results_dir)
     parts += section("Concurrency sweep: agg vs disagg", ["concurrency_sweep"])
     parts += section("Pareto: tokens/s per GPU vs tokens/s per user", ["pareto"])
@@ -158,6 +159,18 @@ def _sources(runs: list[GraphRun]) -> list[str]:
             ", ".join(aiperf) or manifest.versions.get("aiperf"),
             manifest.nodes_summary, manifest.total_gpus)) + " |")
     return ["\n".join(lines) + "\n"]
+
+
+def _simulated(runs: list[GraphRun]) -> list[str]:
+    """What each simulated graph simulated (the manifest's `twin`, written by the local lab)."""
+    lines = []
+    for run in runs:
+        twin = run.manifest.extra.get("twin") or {"timing": "built-in polynomial"}
+        what = (f"{twin['summary']} from {twin['timing']}" if "summary" in twin else
+                f"the mocker's {twin['timing']} timing, not the stack's hardware")
+        lines.append(f"- {run.label}: simulated: {what}"
+                     + "".join(f"; modelled instead: {c}" for c in twin.get("modelled_instead", [])))
+    return ["What was simulated:\n", "\n".join(lines) + "\n"] if lines else []
 
 
 def _problems(inputs: ReportInputs, results_dir: Path) -> list[str]:

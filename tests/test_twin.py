@@ -90,3 +90,27 @@ def test_a_cached_table_is_not_estimated_again(small_table, monkeypatch):
     group = dev_inputs().groups["decode"]
     assert twin.timing_tables(group, 2, "Qwen/Qwen3-30B-A3B-FP8", capacity, 64, 256,
                               path.parent.parent, REPO / ".venvs") == path
+
+
+def test_the_lab_twin_gives_each_role_its_table_kv_blocks_and_replicas(small_table, monkeypatch):
+    """The dev stack's graphs as the local lab starts them (the table itself: tests above)."""
+    from jobs.modes import BenchPlan
+    table, _ = small_table
+    made = []
+
+    def tables(group, tp, model_id, capacity, longest_isl, longest_context, cache_dir, tools_dir):
+        made.append((group.system.name, tp, capacity.blocks, longest_context))
+        return table
+    monkeypatch.setattr(twin, "timing_tables", tables)
+    cfg = stack_file.load("dev").config()
+    lab = twin.lab_twin(cfg, BenchPlan(), ("agg", "disagg"), REPO / "unused", REPO / ".venvs")
+    assert made == [("a100_sxm", 4, 17338, 6144), ("a100_sxm", 4, 17338, 6144), ("l40s", 2, 8703, 6144)]
+    assert lab.worker_args["agg"]["worker"] == (
+        "--planner-profile-data", str(table), "--num-gpu-blocks-override", "17338",
+        "--block-size", "64", "--num-workers", "4")
+    assert lab.worker_args["disagg"]["decode"][-1] == "8"
+    assert lab.records["disagg"]["summary"] == "4 x a100_sxm TP4 (prefill) + 8 x l40s TP2 (decode)"
+    assert lab.records["agg"]["roles"]["worker"]["kv_blocks"] == 17338
+    assert any("BF16 variant" in c for c in lab.records["agg"]["modelled_instead"])
+    assert lab.records["agg"]["timing"] == "aiconfigurator==0.12.0 static estimates"
+    assert twin.longest_context(BenchPlan()) == 4096 + 2048  # the sequence distribution's longest
