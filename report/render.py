@@ -14,6 +14,7 @@ from typing import Any
 from report.cost_efficiency import PRICE_NOTE
 from report.inputs import GraphRun, ReportInputs, load_results
 from report.plots import SIMULATED_NOTE, draw_plots
+from report.artefacts import artefact_table
 from report.predictions import comparison_table, sources_note
 from report.tables import (Table, cost_table, multi_turn_tables, pareto_table,
                                       prefix_cache_table, relative, sequence_distribution_table,
@@ -62,10 +63,10 @@ def _tables(inputs: ReportInputs, plan: dict[str, Any] | None) -> dict[str, Tabl
     runs, problems = inputs.runs, inputs.problems
     sweep = sweep_table(runs)
     per_turn, conversations = multi_turn_tables(runs)
+    prefix = prefix_cache_table(runs, problems)
     tables = [sweep, pareto_table(sweep), comparison_table(runs, sweep, plan),
-              cost_table(runs, sweep, problems),
-              prefix_cache_table(runs, problems), sequence_distribution_table(runs),
-              conversations, per_turn, status_table(runs)]
+              cost_table(runs, sweep, problems), prefix, sequence_distribution_table(runs),
+              conversations, per_turn, status_table(runs), artefact_table(sweep, prefix)]
     return {table.name: table for table in tables}
 
 
@@ -128,6 +129,11 @@ def _markdown(results_dir: Path, inputs: ReportInputs, tables: dict[str, Table],
     parts += _sources(inputs.runs)
     parts += _simulated(simulated)
     parts += _problems(inputs, results_dir)
+    if tables["simulator_artefacts"].rows:
+        parts += section("Simulator artefacts", ["simulator_artefacts"],
+                         "Simulated levels no GPU could produce (more load, faster tokens or more "
+                         "throughput per request; more cache hits, less throughput: a change beyond "
+                         "10 %): the timing model outside its range, not a finding.\n")
     parts += section("Concurrency sweep: agg vs disagg", ["concurrency_sweep"])
     parts += section("Pareto: tokens/s per GPU vs tokens/s per user", ["pareto"])
     parts += section("Prediction vs measurement", ["prediction_vs_measurement"], prediction_note)
