@@ -234,7 +234,7 @@ def test_cli_passes_the_flags_slo_and_writes_plan_md_and_json(dev_plan, tmp_path
     code = lab_main(["plan", "--stack", "dev", "--out", str(tmp_path), "--tools-dir", str(aic_or_skip()),
                      "--no-install", "--itl-ms", "40"])
     out = capsys.readouterr().out
-    assert code == 0 and asked == [(Slo(1000.0, 40.0, "flags"), "dev")]
+    assert code == 0 and asked == [(Slo(450.0, 40.0, "flags"), "dev")]
     assert (tmp_path / "plan.md").read_text() in out
     assert json.loads((tmp_path / "plan.json").read_text()) == json.loads(json.dumps(dev_plan.to_json()))
     assert "pulumi config set --stack dev --path serving.decode.replicas" in out
