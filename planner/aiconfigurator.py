@@ -85,7 +85,9 @@ def configured_experiments(inputs: PlanInputs) -> dict[str, dict[str, Any]]:
             **_worker(inputs, "prefill_", prefill), **_worker(inputs, "decode_", decode),
             **_candidates("prefill_", (p_tp,)), **_candidates("decode_", (d_tp,)),
             "num_gpu_per_replica": [x * p_tp + y * d_tp],
-            "max_prefill_workers": x, "max_decode_workers": y},
+            "max_prefill_workers": x, "max_decode_workers": y,
+            # no decode worker holds more than the sweep's top level: a shorter batch sweep
+            "decode_max_batch_size": max(inputs.concurrency)},
     }
 
 

@@ -1,6 +1,9 @@
-"""The twin end to end: a quick local run of the agg graph with the twin on, whose TTFT at
-concurrency 1 is the timing table's prefill latency for the sweep's ISL (proof the mocker used
-it), and whose manifest and report name what was simulated."""
+"""The twin end to end: a quick local run of the agg graph with the twin on. The mocker says it
+loaded the table, the KV blocks and the replicas; its ITL at concurrency 1 is the table's decode
+step for one sequence (the built-in model gives ~8.5 ms here, the A100 TP4 table ~3.9 ms); the
+manifest and the report name what was simulated. Its TTFT at concurrency 1 is NOT the table's
+prefill latency (4.3 ms measured against 16.8 ms for ISL 128): how the mocker 0.9.1 charges a
+prefill from the table is not established, so TTFT is not asserted."""
 from __future__ import annotations
 
 import json
@@ -15,9 +18,9 @@ from tests.conftest import REPO
 from tests.test_plan import aic_or_skip
 
 LAB_TIMEOUT_SECONDS = 20 * 60
-# What the table cannot know: the frontend's and AIPerf's own share of a TTFT on loopback, and
-# the decode step the mocker adds to the first token in an agg worker (its two tables summed).
-TTFT_SLACK_MS = 25.0
+# What the table cannot know: the frontend's and AIPerf's share of each token on loopback
+# (~1 ms measured here on a loaded 2-core machine).
+ITL_SLACK_MS = 3.0
 
 
 @pytest.mark.e2e
@@ -35,10 +38,14 @@ def test_quick_agg_run_with_the_twin_takes_its_timing_from_the_table(tmp_path):
     worker = twin["roles"]["worker"]
     assert (worker["kv_blocks"], worker["perf_db"]) == (17338, "0.14.0")
     table = json.loads((Path(worker["table"]).parent / "points.json").read_text())
-    isl = modes.scaled(modes.BenchPlan(), "quick").concurrency_sweep.isl
-    predicted = dict(table["points"]["prefill"])[isl]
+    sweep = modes.scaled(modes.BenchPlan(), "quick").concurrency_sweep
+    assert sweep.isl + sweep.osl <= 256  # one sequence sits in the table's first (batch 1) cell
+    predicted = next(itl for batch, context, itl in table["points"]["decode"] if (batch, context) == (1, 256))
     export = next(run_dir.glob("agg/concurrency_sweep/sweep/concurrency_1/profile_export_aiperf.json"))
-    measured = json.loads(export.read_text())["time_to_first_token"]["p50"]
-    assert predicted <= measured <= predicted + TTFT_SLACK_MS, (predicted, measured)
+    measured = json.loads(export.read_text())["inter_token_latency"]["p50"]
+    assert predicted <= measured <= predicted + ITL_SLACK_MS, (predicted, measured)
+    log = next((tmp_path / "work").glob("*/agg/logs/worker.log")).read_text()
+    assert f'Loading performance model from NPZ file: "{worker["table"]}"' in log
+    assert "num_gpu_blocks: 17338" in log and "Launching 4 mocker worker(s)" in log
     report = (run_dir / "report" / "report.md").read_text()
     assert "agg (simulated): simulated: 4 x a100_sxm TP4 (worker) from aiconfigurator==0.12.0" in report
