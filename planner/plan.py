@@ -100,14 +100,16 @@ def _graph_plan(graph: str, inputs: PlanInputs, outcome: aiconfigurator.Outcome)
     if search in outcome.failures:
         note = f"AIConfigurator failed: {outcome.failures[search]}"
     else:
-        rows = outcome.best[search]
+        # its best rows first (its ranking), then its Pareto front: more to fit the node groups
+        rows = outcome.best[search] + outcome.pareto[search]
         rec = (recommend.recommend_agg(rows, prefill, inputs.slo) if graph == "agg" else
                recommend.recommend_disagg(rows, prefill, decode, inputs.slo))
         if rec is None:
             note = "no configuration AIConfigurator returned fits the node groups"
         elif not rec.meets_slo:
             note = (f"no configuration meets the SLO (TTFT <= {inputs.slo.ttft_ms:g} ms, "
-                    f"ITL <= {inputs.slo.itl_ms:g} ms); shown: the closest AIConfigurator found")
+                    f"ITL <= {inputs.slo.itl_ms:g} ms); shown: the one that misses it least of "
+                    f"those AIConfigurator returned")
     if configured in outcome.failures:
         return GraphPlan(graph, rec, note, [], f"AIConfigurator failed: {outcome.failures[configured]}")
     roles = inputs.serving[graph]

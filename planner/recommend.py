@@ -89,8 +89,11 @@ def recommend_disagg(rows: list[dict[str, Any]], prefill: GroupInput, decode: Gr
 
 
 def _meeting_first(rows: list[dict[str, Any]], slo: Slo) -> list[dict[str, Any]]:
-    # AIConfigurator returns its closest rows when none meets the SLO: check, do not assume
-    return sorted(rows, key=lambda row: not meets(row, slo))  # stable: keeps its ranking
+    """Rows meeting the SLO in AIConfigurator's ranking (the sort is stable), then the others by
+    how far they miss it. It returns rows that miss when none meets: checked, not assumed."""
+    def miss(row: dict[str, Any]) -> float:
+        return 0.0 if meets(row, slo) else max(row["ttft"] / slo.ttft_ms, row["tpot"] / slo.itl_ms)
+    return sorted(rows, key=miss)
 
 
 def predictions(pareto: list[dict[str, Any]], replicas: int, graph_gpus: int,
