@@ -303,3 +303,12 @@ def test_the_local_lab_records_the_dev_plan_for_the_graphs_it_simulates(dev_plan
     assert "agg: recording the predictions of" in capsys.readouterr().out
     write_manifest(tmp_path / "agg", cloud_shape.manifest("r", "agg", "quick", "m", "t", {"prediction": found["agg"]}))
     assert read_manifest(tmp_path / "agg").extra["prediction"] == found["agg"]
+
+
+def test_report_plan_flag_refuses_what_is_not_a_plan(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "other.json").write_text('{"schema": 1}')
+    assert lab_main(["report", str(tmp_path / "run"), "--plan", str(tmp_path / "other.json")]) == 2
+    assert "not a `benchlab plan` plan.json (no `graphs`)" in capsys.readouterr().err
+    assert lab_main(["report", str(tmp_path / "run"), "--plan", str(tmp_path / "absent.json")]) == 2
+    assert "cannot read a plan.json" in capsys.readouterr().err
