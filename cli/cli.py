@@ -16,6 +16,7 @@ COMMANDS = {
     "synth": "cli.synth",
     "preflight": "cli.preflight",
     "cost": "cli.cost",
+    "plan": "cli.plan_command",
     "results": "cli.results",
     "leftovers": "cli.leftovers",
     "tools": "cli.tools_command",

@@ -6,23 +6,28 @@ CLI in the four modes, aggregated then disaggregated, and the same report the cl
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from pathlib import Path
 
 from jobs import aiperf_argv, modes
 from cli.cli import CliError
-from local_lab import isolation, run_as, tool_venvs
+from cli.plan_command import PLAN_JSON, default_out as default_plan_out
+from local_lab import cloud_shape, isolation, run_as, tool_venvs
 from jobs.names import GRAPHS, PROFILES
 from local_lab.graph import ROUTER_MODES, GraphError, check_ports_free, worker_metrics_ports
 from local_lab.progress import Progress
 from local_lab.runner import LabSetup, run_lab
 from local_lab.tokenizer import ensure_model_dir
+from stacks.config import StackConfig
 
 HELP = ("run the lab locally: Dynamo frontend + mocker (simulated GPUs) benchmarked by AIPerf "
         "in the four modes, agg then disagg; builds the report")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXIT_INTERRUPTED = 130
+# The twin's tables beside the tool that computed them: shared by every --work-dir, gone with it.
+TWIN_TABLES = "twin-tables"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +63,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the dynamo and aiperf venvs live (default: .venvs)")
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / ".lab-work", metavar="DIR",
                         help="model dir, process logs, stores (default: .lab-work)")
+    parser.add_argument("--plan", type=Path, metavar="PLAN_JSON",
+                        help="the `benchlab plan` whose predictions the runs record when their "
+                             "graph matches (default: plan-out/<stack, or dev>/plan.json if present)")
+    parser.add_argument("--twin", action=argparse.BooleanOptionalAction, default=None,
+                        help="simulate the stack's hardware: each worker's timing from AIConfigurator "
+                             "for its node group's GPU and TP, its KV blocks from the GPU memory, "
+                             "its replicas; --no-twin: the mocker's built-in polynomial timing "
+                             "(default: on when the aiconfigurator tool venv is or can be installed)")
     parser.add_argument("--no-install", action="store_true",
                         help="never create or update the tool venvs; fail if they are not ready")
 
@@ -96,6 +109,7 @@ def _prepare(args: argparse.Namespace, user: run_as.RunAs | None) -> run_as.RunA
     except tool_venvs.ToolSetupError as err:
         raise CliError(str(err)) from None
     model = ensure_model_dir(args.work_dir.resolve() / "model")
+    _twin(args, install=not args.no_install)  # the tables, made once and cached
     if user is None:
         return None
     for directory in (args.out.resolve(), args.work_dir.resolve()):
@@ -122,6 +136,30 @@ def _prepare(args: argparse.Namespace, user: run_as.RunAs | None) -> run_as.RunA
         print(f"benchlab local: {err}; running the lab's processes as root without any "
               "capability (setpriv) instead", file=sys.stderr)
         return fallback
+
+
+def _twin(args: argparse.Namespace, install: bool):
+    """The twin of the graphs (None when off): AIConfigurator's tables for the stack's workers."""
+    if args.twin is False:
+        return None
+    tools = args.tools_dir.resolve()
+    try:
+        tool_venvs.ensure_tools(tools, install=install, tools=(tool_venvs.AICONFIGURATOR,))
+    except tool_venvs.ToolSetupError as err:
+        if args.twin:
+            raise CliError(f"--twin: {err}") from None
+        print(f"benchlab local: twin off, the mocker's built-in timing ({err})", file=sys.stderr)
+        return None
+    from planner import aiconfigurator, twin
+    from planner.inputs import PlanInputError
+    try:
+        return twin.lab_twin(_stack(args.stack), modes.scaled(_bench_plan(args.stack), args.preset),
+                             args.graphs, tools / TWIN_TABLES, tools)
+    except (PlanInputError, aiconfigurator.AicError) as err:
+        if args.twin:
+            raise CliError(f"--twin: {err}") from None
+        print(f"benchlab local: twin off, the mocker's built-in timing: {err}", file=sys.stderr)
+        return None
 
 
 def _namespace_prefix(choice: str) -> list[str] | None:
@@ -157,6 +195,9 @@ def _run_inside(args: argparse.Namespace, user: run_as.RunAs | None) -> int:
         raise CliError(str(err)) from None
     _check_ports(args)
     plan = modes.scaled(_bench_plan(args.stack), args.preset)
+    lab_twin = _twin(args, install=False)
+    for graph, record in (lab_twin.records if lab_twin else {}).items():
+        print(f"benchlab local: {graph}: twin of {record['summary']} ({record['timing']})")
     setup = LabSetup(
         plan=plan, profile=args.preset, graphs=args.graphs, out_dir=args.out.resolve(),
         work_dir=args.work_dir.resolve(), model_dir=ensure_model_dir(args.work_dir.resolve() / "model"),
@@ -164,7 +205,10 @@ def _run_inside(args: argparse.Namespace, user: run_as.RunAs | None) -> int:
         nats_server=tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "nats-server"),
         aiperf=tool_venvs.tool_path(tool_venvs.AIPERF, tools, "aiperf"),
         frontend_port=args.frontend_port, nats_port=args.nats_port,
-        router_mode=args.router_mode, sweep_style=args.sweep_style, run_as=user)
+        router_mode=args.router_mode, sweep_style=args.sweep_style, run_as=user,
+        predictions=_predictions(args), stack=_stack(args.stack),
+        worker_args=lab_twin.worker_args if lab_twin else {},
+        twin=lab_twin.records if lab_twin else {})
     progress = Progress(plan.planned_seconds * len(args.graphs))
     try:
         run = run_lab(setup, progress)
@@ -176,6 +220,35 @@ def _run_inside(args: argparse.Namespace, user: run_as.RunAs | None) -> int:
     if run.interrupted:
         return EXIT_INTERRUPTED
     return 0 if run.all_ok and report else 1
+
+
+def _predictions(args: argparse.Namespace) -> dict[str, dict]:
+    """graph -> what `benchlab plan` predicted for the cloud graph this run simulates."""
+    path = args.plan or default_plan_out(args.stack or "dev") / PLAN_JSON
+    if not path.is_file():
+        if args.plan:
+            raise CliError(f"--plan {path}: no such file")
+        return {}
+    from report.predictions import prediction_for
+    try:
+        body = json.loads(path.read_text())
+    except ValueError as err:
+        raise CliError(f"{path}: not JSON ({err})") from None
+    stack = _stack(args.stack)
+    found = {graph: prediction_for(body, cloud_shape.manifest("", graph, args.preset, "", "", stack=stack))
+             for graph in args.graphs}
+    for graph, record in found.items():
+        print(f"benchlab local: {graph}: " + (f"recording the predictions of {path}" if record else
+              f"{path} predicts another shape; nothing recorded"))
+    return {graph: record for graph, record in found.items() if record}
+
+
+def _stack(stack: str | None) -> StackConfig:
+    """The cloud lab the run stands for: the stack file's, or the default (= dev)."""
+    if stack is None:
+        return StackConfig()
+    from cli import stack_file
+    return stack_file.load(stack).config()
 
 
 def _bench_plan(stack: str | None) -> modes.BenchPlan:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from cli.cli import CliError
@@ -16,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a run directory <root>/<run_id>, or a root holding several runs")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="where to write the report (default: RESULTS_DIR/report)")
+    parser.add_argument("--plan", type=Path, metavar="PLAN_JSON",
+                        help="a `benchlab plan` plan.json to compare the runs that did not record "
+                             "one with (cloud runs): predicted vs measured at each concurrency")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,8 +30,19 @@ def run(args: argparse.Namespace) -> int:
     from report.selection import NoRunsError
 
     try:
-        path = build_report(args.results_dir, args.out or args.results_dir / "report")
+        path = build_report(args.results_dir, args.out or args.results_dir / "report",
+                            _plan(args.plan) if args.plan else None)
     except NoRunsError as err:
         raise CliError(str(err)) from None
     print(f"report written to {path}")
     return 0
+
+
+def _plan(path: Path) -> dict:
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CliError(f"--plan {path}: cannot read a plan.json ({err})") from None
+    if not isinstance(body, dict) or not isinstance(body.get("graphs"), dict):
+        raise CliError(f"--plan {path}: not a `benchlab plan` plan.json (no `graphs`)")
+    return body

@@ -1,5 +1,6 @@
 """`benchlab tools`: create (or check) the tool virtual environments beside the project's .venv:
-Dynamo + NATS and AIPerf for the local lab, checkov for the security scan. Re-running
+Dynamo + NATS and AIPerf for the local lab, checkov for the security scan, aiconfigurator for
+`benchlab plan`. Re-running
 reuses what matches its pins."""
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 from cli.cli import CliError
 from local_lab import tool_venvs
 
-HELP = "set up the tool venvs (dynamo, aiperf, checkov) under .venvs/; reuses what is current"
+HELP = ("set up the tool venvs (dynamo, aiperf, checkov, aiconfigurator) under .venvs/; "
+        "reuses what is current")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from facts.lookup import entry
+
 # On-demand Linux list prices, us-east-1, USD per hour. Dated: prices move (AWS cut P4/P5
 # on-demand prices in June 2025); `benchlab cost --live` asks the AWS Pricing API instead.
 PRICES_AS_OF = "2025-06-15"
@@ -61,11 +63,7 @@ NAT_GATEWAY_USD_PER_HOUR = 0.045
 
 def facts(instance_type: str) -> InstanceFacts:
     """The facts of one instance type; KeyError names the known ones."""
-    try:
-        return INSTANCE_FACTS[instance_type]
-    except KeyError:
-        raise KeyError(f"no facts for instance type {instance_type!r}; known: "
-                       f"{', '.join(sorted(INSTANCE_FACTS))}") from None
+    return entry(INSTANCE_FACTS, instance_type, "instance type")
 
 
 def workers_per_node(node: InstanceFacts, tp: int, one_efa_each: bool) -> int:

@@ -15,7 +15,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs import kv_transport
@@ -49,6 +49,8 @@ class GraphConfig:
     nats_port: int
     router_mode: str
     recording: Path         # where the NATS event plane is recorded (jobs/event_plane.py)
+    # role -> extra mocker flags: the twin's timing table, KV blocks and replicas (cli/local_command.py)
+    worker_args: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -110,7 +112,8 @@ class Graph:
             say(f"starting mocker worker: {role} (metrics on {LOOPBACK}:{port})")
             self.processes.start(role, [str(cfg.dynamo_python), "-m", "dynamo.mocker",
                                         "--model-path", str(cfg.model_dir),
-                                        "--store-kv", "file", *flags],
+                                        "--store-kv", "file", *flags,
+                                        *cfg.worker_args.get(role, ())],
                                  {**env, "DYN_SYSTEM_PORT": str(port)})
         # The frontend can read a card file before it is written and then never see the model:
         # start it only once every worker's card is complete.

@@ -21,6 +21,7 @@ from local_lab.graph import Graph, GraphConfig, GraphError
 from local_lab.processes import ProcessFailed, ProcessGroup, StepTimedOut
 from local_lab.run_as import RunAs
 from local_lab.progress import Progress
+from stacks.config import StackConfig
 
 # A step's hard limit: its plan twice over plus start-up slack. Bounds a hung AIPerf.
 STEP_TIMEOUT_FACTOR, STEP_TIMEOUT_SLACK_SECONDS = 2.0, 120.0
@@ -51,6 +52,12 @@ class LabSetup:
     router_mode: str
     sweep_style: str
     run_as: RunAs | None = None  # whom the processes run as when the lab is root
+    stack: StackConfig = StackConfig()  # the cloud lab it stands for: node groups, workers
+    # graph -> the `benchlab plan` prediction its manifest records (report/predictions.py)
+    predictions: dict[str, dict] = field(default_factory=dict)
+    # graph -> role -> mocker flags, and graph -> what the twin simulates (the manifest's `twin`)
+    worker_args: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    twin: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,10 +99,19 @@ def run_lab(setup: LabSetup, progress: Progress) -> LabRun:
     return run
 
 
+def _manifest(setup: LabSetup, run: LabRun, graph: str,
+              kv_router: dict | None = None) -> run_manifest.RunManifest:
+    """The graph's manifest: the cloud lab it stands for, the twin, the plan's prediction."""
+    return cloud_shape.manifest(
+        run.run_id, graph, setup.profile, str(setup.model_dir), _now(), stack=setup.stack,
+        extra={"twin": setup.twin.get(graph, {"timing": "built-in polynomial"}),
+               **({"prediction": setup.predictions[graph]} if graph in setup.predictions else {})},
+        kv_router=kv_router)
+
+
 def _run_graph(setup: LabSetup, graph: str, run: LabRun, progress: Progress) -> None:
     graph_dir = run.run_dir / graph
-    run_manifest.write_manifest(graph_dir, cloud_shape.manifest(
-        run.run_id, graph, setup.profile, str(setup.model_dir), _now()))
+    run_manifest.write_manifest(graph_dir, _manifest(setup, run, graph))
     statuses = run.statuses.setdefault(graph, {})
     processes = ProcessGroup(setup.work_dir / run.run_id / graph / "logs", setup.run_as)
     try:
@@ -129,9 +145,8 @@ def _start_graph(setup: LabSetup, graph: str, run: LabRun, processes: ProcessGro
     run.graph_start_seconds[graph] = time.monotonic() - started
     progress.say(f"{graph}: graph ready in {run.graph_start_seconds[graph]:.1f} s")
     if served.kv_router is not None:  # on the record, as the cloud's transport check puts it
-        run_manifest.write_manifest(run.run_dir / graph, cloud_shape.manifest(
-            run.run_id, graph, setup.profile, str(setup.model_dir), _now(),
-            kv_router=asdict(served.kv_router)))
+        run_manifest.write_manifest(run.run_dir / graph,
+                                    _manifest(setup, run, graph, asdict(served.kv_router)))
     return None
 
 
@@ -200,7 +215,7 @@ def _graph_config(setup: LabSetup, graph: str, run_id: str) -> GraphConfig:
                        nats_server=setup.nats_server, model_dir=setup.model_dir,
                        work_dir=setup.work_dir / run_id / graph,
                        frontend_port=setup.frontend_port, nats_port=setup.nats_port,
-                       router_mode=setup.router_mode,
+                       router_mode=setup.router_mode, worker_args=setup.worker_args.get(graph, {}),
                        recording=setup.out_dir / run_id / graph / event_plane.RECORDING)
 
 

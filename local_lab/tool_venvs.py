@@ -42,8 +42,13 @@ DYNAMO = ToolVenv("dynamo", (("ai-dynamo", DYNAMO_VERSION),
 AIPERF = ToolVenv("aiperf", (("aiperf", AIPERF_VERSION),), ("aiperf",))
 # The security scan of the synthesized manifests (tests, CI): offline with --skip-download.
 CHECKOV = ToolVenv("checkov", (("checkov", "3.3.30"),), ("checkov",))
+# `benchlab plan`'s performance model. 0.12.0 announces its move to the `aisimulate` distribution,
+# which keeps the `aiconfigurator` command and its arguments
+# (docs.nvidia.com/dynamo/v1.7.0/additional-resources/ai-configurator-reference): switching is
+# this pin (planner/aiconfigurator.py is the one caller).
+AICONFIGURATOR = ToolVenv("aiconfigurator", (("aiconfigurator", "0.12.0"),), ("aiconfigurator",))
 TOOL_VENVS = (DYNAMO, AIPERF)  # what the local lab runs
-ALL_TOOLS = (DYNAMO, AIPERF, CHECKOV)  # what the test suite needs besides .venv
+ALL_TOOLS = (DYNAMO, AIPERF, CHECKOV, AICONFIGURATOR)  # what the test suite needs besides .venv
 
 
 def ensure_tools(tools_dir: Path, install: bool, say=print,

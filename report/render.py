@@ -22,6 +22,8 @@ from report.findings_tables import (FINDINGS_NOTE, PREFIX_INTERVALS, SWEEP_INTER
 from report.goodput import goodput_table, with_slo_marks
 from report.inputs import ReportInputs, load_results
 from report.plots import SIMULATED_NOTE, draw_plots
+from report.artefacts import artefact_table
+from report.predictions import comparison_table, sources_note
 from report.tables import (FEW_REQUESTS, MIN_REQUESTS, TAIL_MIN_REQUESTS, Column, Table,
                            cost_table, multi_turn_tables, pareto_table, prefix_cache_table,
                            relative, sequence_distribution_table, status_table, sweep_table)
@@ -58,20 +60,22 @@ DEFINITIONS = """\
 """
 
 
-def build_report(results_dir: Path, out_dir: Path) -> Path:
+def build_report(results_dir: Path, out_dir: Path, plan: dict[str, Any] | None = None) -> Path:
+    """`plan`: a plan.json to compare runs against that did not record one (cloud runs)."""
     inputs = load_results(results_dir)
-    tables = _tables(inputs)
+    tables = _tables(inputs, plan)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / TABLES_DIR).mkdir(exist_ok=True)
     for table in tables.values():
         _write_table(table, out_dir / TABLES_DIR)
     plots = draw_plots(tables, out_dir)
     path = out_dir / REPORT_FILE
-    path.write_text(_markdown(results_dir, inputs, tables, plots, out_dir))
+    path.write_text(_markdown(results_dir, inputs, tables, plots, out_dir,
+                              sources_note(inputs.runs, plan)))
     return path
 
 
-def _tables(inputs: ReportInputs) -> dict[str, Table]:
+def _tables(inputs: ReportInputs, plan: dict[str, Any] | None) -> dict[str, Table]:
     runs, problems = inputs.runs, inputs.problems
     sweep = with_intervals(sweep_table(runs), runs, "concurrency_sweep", SWEEP_INTERVALS)
     per_turn, conversations = multi_turn_tables(runs)
@@ -81,8 +85,9 @@ def _tables(inputs: ReportInputs) -> dict[str, Table]:
                                                "prefix_cache", PREFIX_INTERVALS), evidence)
     goodput = goodput_table(runs)
     tables = [sweep, with_slo_marks(pareto_table(sweep), goodput),
-              cost_table(runs, sweep, problems), prefix, sequence_distribution_table(runs),
-              conversations, per_turn, status_table(runs), evidence, goodput]
+              comparison_table(runs, sweep, plan), cost_table(runs, sweep, problems), prefix,
+              sequence_distribution_table(runs), conversations, per_turn, status_table(runs),
+              evidence, goodput, artefact_table(sweep, prefix)]
     by_name = {table.name: table for table in tables}
     return by_name | findings_tables(by_name, any(run.manifest.simulated for run in runs))
 
@@ -129,7 +134,7 @@ def _markdown_table(table: Table) -> str:
 
 
 def _markdown(results_dir: Path, inputs: ReportInputs, tables: dict[str, Table],
-              plots: dict[str, Path], out_dir: Path) -> str:
+              plots: dict[str, Path], out_dir: Path, prediction_note: str) -> str:
     def section(title: str, names: list[str], note: str = "") -> list[str]:
         parts = [f"## {title}\n"] + ([note] if note else [])
         for name in names:
@@ -156,10 +161,17 @@ def _markdown(results_dir: Path, inputs: ReportInputs, tables: dict[str, Table],
     parts += section("Findings: Report 5's validation points", ["findings", "recommendations"],
                      FINDINGS_NOTE)
     parts += _sources(inputs)
+    parts += _simulated(simulated)
     parts += _problems(inputs, results_dir)
+    if tables["simulator_artefacts"].rows:
+        parts += section("Simulator artefacts", ["simulator_artefacts"],
+                         "Simulated levels no GPU could produce (more load, faster tokens or more "
+                         "throughput per request; more cache hits, less throughput: a change beyond "
+                         "10 %): the timing model outside its range, not a finding.\n")
     parts += section("Concurrency sweep: agg vs disagg", ["concurrency_sweep"])
     parts += section("Goodput at the SLO", ["goodput"])
     parts += section("Pareto: tokens/s per GPU vs tokens/s per user", ["pareto"])
+    parts += section("Prediction vs measurement", ["prediction_vs_measurement"], prediction_note)
     parts += section("Cost efficiency", ["cost_efficiency"],
                      f"{PRICE_NOTE}" + (" Costs of simulated runs are illustrative of the "
                                         "configuration they stand for, not measured GPU "
@@ -204,6 +216,18 @@ def _model(manifest: RunManifest) -> str:
     """The model the run represents, and what stood in for it when something did."""
     stand_in = manifest.extra.get(STAND_IN)
     return f"{manifest.model}, stood in for by {stand_in}" if stand_in else manifest.model
+
+
+def _simulated(runs: list[GraphRun]) -> list[str]:
+    """What each simulated graph simulated (the manifest's `twin`, written by the local lab)."""
+    lines = []
+    for run in runs:
+        twin = run.manifest.extra.get("twin") or {"timing": "built-in polynomial"}
+        what = (f"{twin['summary']} from {twin['timing']}" if "summary" in twin else
+                f"the mocker's {twin['timing']} timing, not the stack's hardware")
+        lines.append(f"- {run.label}: simulated: {what}"
+                     + "".join(f"; modelled instead: {c}" for c in twin.get("modelled_instead", [])))
+    return ["What was simulated:\n", "\n".join(lines) + "\n"] if lines else []
 
 
 def _problems(inputs: ReportInputs, results_dir: Path) -> list[str]:

@@ -11,10 +11,11 @@ import pytest
 from tests.conftest import REPO
 
 # package -> the project packages it may import (itself included). Top to bottom: the CLI;
-# the composition (stacks) and the local lab; components and the report; the Jobs' code; facts.
+# the planner; the composition (stacks) and the local lab; components and the report; the Jobs' code; facts.
 ALLOWED = {
-    "cli": {"cli", "local_lab", "stacks", "components", "report", "jobs", "facts"},
+    "cli": {"cli", "planner", "local_lab", "stacks", "components", "report", "jobs", "facts"},
     "perf": {"cli", "local_lab", "stacks", "jobs", "facts"},
+    "planner": {"planner", "local_lab", "stacks", "jobs", "facts"},
     "local_lab": {"local_lab", "stacks", "jobs", "facts"},
     "stacks": {"stacks", "components", "jobs", "facts"},
     "components": {"components", "jobs", "facts"},
