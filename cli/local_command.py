@@ -16,7 +16,8 @@ from cli.cli import CliError
 from cli.plan_command import PLAN_JSON, default_out as default_plan_out
 from local_lab import cloud_shape, isolation, run_as, tool_venvs
 from jobs.names import GRAPHS, PROFILES
-from local_lab.graph import ROUTER_MODES, GraphError, check_ports_free, worker_metrics_ports
+from local_lab.graph import (ROUTER_MODES, GraphError, check_ports_free, max_frontend_port,
+                             worker_metrics_ports)
 from local_lab.progress import Progress
 from local_lab.runner import LabSetup, run_lab
 from local_lab.tokenizer import ensure_model_dir
@@ -44,8 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", metavar="NAME",
                         help="take the benchmark parameters from `benchlab:bench` in "
                              "Pulumi.<NAME>.yaml (default: Report 5's parameters)")
-    parser.add_argument("--frontend-port", type=_port, default=8000, metavar="PORT",
-                        help="frontend HTTP port on 127.0.0.1 (default: %(default)s)")
+    parser.add_argument("--frontend-port", type=_frontend_port, default=8000, metavar="PORT",
+                        help="frontend HTTP port on 127.0.0.1; the workers' metrics take the next "
+                             f"ones (default: %(default)s, at most {max_frontend_port()})")
     parser.add_argument("--nats-port", type=_port, default=4222, metavar="PORT",
                         help="NATS port on 127.0.0.1 (default: %(default)s)")
     parser.add_argument("--router-mode", choices=ROUTER_MODES, default="kv",
@@ -297,11 +299,16 @@ def _graph_list(value: str) -> tuple[str, ...]:
     return graphs
 
 
-def _port(value: str) -> int:
+def _port(value: str, highest: int = 65535) -> int:
     try:
         port = int(value)
     except ValueError:
         port = 0
-    if not 1024 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port; allowed: 1024-65535")
+    if not 1024 <= port <= highest:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port; allowed: 1024-{highest}")
     return port
+
+
+def _frontend_port(value: str) -> int:
+    # the workers' system ports follow it, and Dynamo 0.9.1 takes those as an i16
+    return _port(value, max_frontend_port())

@@ -63,6 +63,16 @@ class GraphConfig:
                      for port in worker_metrics_ports(self.name, self.frontend_port))
 
 
+# Dynamo 0.9.1 reads DYN_SYSTEM_PORT as an i16 (the mocker exits with "invalid value ... expected
+# i16 for key SYSTEM_PORT", seen here): a worker's system port must stay below 32768.
+MAX_SYSTEM_PORT = 32767
+
+
+def max_frontend_port() -> int:
+    """The highest frontend port whose workers' system ports (the next ones) stay in range."""
+    return MAX_SYSTEM_PORT - max(len(workers) for workers in WORKERS.values())
+
+
 def worker_metrics_ports(graph: str, frontend_port: int) -> tuple[int, ...]:
     """The workers' system ports: the ones right after the frontend's."""
     return tuple(frontend_port + 1 + index for index in range(len(WORKERS[graph])))

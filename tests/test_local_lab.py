@@ -16,6 +16,7 @@ import pytest
 
 from jobs import run_manifest
 from jobs.names import MODES as MODE_NAMES
+from local_lab.graph import max_frontend_port
 
 REPO = Path(__file__).resolve().parent.parent
 LAB_TIMEOUT_SECONDS = 20 * 60  # quick finishes in ~5 min; a loaded CI machine gets headroom
@@ -155,9 +156,13 @@ def test_ctrl_c_stops_every_process_the_lab_started(lab_tmp):
 
 def test_busy_port_is_a_clear_error(tmp_path):
     with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
+        for port in range(21000, max_frontend_port()):  # a frontend port the lab accepts
+            try:
+                holder.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                continue
         holder.listen()
-        port = holder.getsockname()[1]
         result = subprocess.run(_lab(tmp_path, "--isolation", "host", "--frontend-port",
                                      str(port), "--tools-dir", str(tmp_path / "none"),
                                      "--no-install"), cwd=REPO, text=True, capture_output=True,
@@ -187,7 +192,10 @@ def test_missing_tool_binary_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("flag, value, allowed", [
     ("--graphs", "agg,mixed", "allowed graphs are agg, disagg"),
     ("--preset", "fast", "choose from 'full', 'quick'"),
-    ("--frontend-port", "80", "allowed: 1024-65535"),
+    ("--frontend-port", "80", f"allowed: 1024-{max_frontend_port()}"),
+    # the workers' system ports follow it, and Dynamo 0.9.1 reads them as an i16
+    ("--frontend-port", "40000", f"allowed: 1024-{max_frontend_port()}"),
+    ("--nats-port", "80", "allowed: 1024-65535"),
 ])
 def test_bad_flags_name_the_flag_and_what_is_allowed(tmp_path, flag, value, allowed):
     result = subprocess.run(_lab(tmp_path, flag, value), cwd=REPO, text=True,
