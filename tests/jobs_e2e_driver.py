@@ -248,7 +248,8 @@ def main(out: Path, cache: Path) -> int:
         Graph(GraphConfig(name=plan["graph"], dynamo_python=tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "python"),
                           nats_server=tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "nats-server"),
                           model_dir=model_dir, work_dir=out / "graph", frontend_port=port,
-                          nats_port=4222, router_mode="round-robin"), processes).start()
+                          nats_port=4222, router_mode="round-robin",
+                          recording=out / "graph" / "event_plane.jsonl"), processes).start()
         for mode, job in zip(names.MODES, bench):
             pod = Pod(rec, job, out / "pods" / mode, shared, rewrite_plan)
             install(pod, python, cache, summary["installs"])

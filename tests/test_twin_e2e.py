@@ -27,7 +27,7 @@ ITL_SLACK_MS = 3.0
 def test_quick_agg_run_with_the_twin_takes_its_timing_from_the_table(tmp_path):
     tools = aic_or_skip()
     result = subprocess.run(
-        [sys.executable, "-m", "cli", "local", "--profile", "quick", "--graphs", "agg", "--twin",
+        [sys.executable, "-m", "cli", "local", "--preset", "quick", "--graphs", "agg", "--twin",
          "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"),
          "--tools-dir", str(tools)],
         cwd=REPO, text=True, capture_output=True, timeout=LAB_TIMEOUT_SECONDS)
