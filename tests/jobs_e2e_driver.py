@@ -204,7 +204,9 @@ def run_job(pod: Pod, python: Path, extra_env: dict[str, str], shim: str | None 
             "log_tail": (result.stdout + result.stderr)[-1500:]}
 
 
-def main(out: Path, cache: Path) -> int:
+def main(out: Path, cache: Path, install_only: bool = False) -> int:
+    """`install_only`: run the init containers' installs into the cache and stop; done outside
+    the private network namespace (they need PyPI), so the run inside reuses them."""
     if isolation.inside_namespace():
         isolation.bring_up_loopback()
     out.mkdir(parents=True, exist_ok=True)
@@ -240,6 +242,11 @@ def main(out: Path, cache: Path) -> int:
         return json.dumps(rendered)
 
     python = client_python(cache)
+    if install_only:
+        for name, job in (("bench", bench[0]), ("export", export)):
+            install(Pod(rec, job, out / "pods" / name, shared, rewrite_plan), python, cache,
+                    summary["installs"])
+        return 0
     tools = REPO / ".venvs"
     tool_venvs.ensure_tools(tools, install=False, tools=(tool_venvs.DYNAMO,))  # AIPerf: the lock's
     port = urllib.parse.urlsplit(plan["target"]["url"]).port
@@ -293,4 +300,4 @@ def main(out: Path, cache: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2])))
+    sys.exit(main(Path(sys.argv[1]), Path(sys.argv[2]), install_only="--install-only" in sys.argv[3:]))

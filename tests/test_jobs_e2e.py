@@ -29,6 +29,12 @@ def landed(tmp_path_factory):
         pytest.skip("needs a private network namespace (unshare and ip; user namespaces when "
                     "not root): Dynamo 0.9.1 also listens on the machine's primary address")
     out = tmp_path_factory.mktemp("jobs-e2e") / "out"
+    # The init containers' installs need PyPI: made first, on the host's network, into the cache
+    # the run inside the private namespace reuses.
+    installed = subprocess.run([sys.executable, "-m", "tests.jobs_e2e_driver", str(out.parent / "install"),
+                                str(CACHE), "--install-only"], cwd=REPO, capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=TIMEOUT_SECONDS)
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-5000:]
     env = {**os.environ, isolation.INSIDE_MARKER: "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run([*prefix, sys.executable, "-m", "tests.jobs_e2e_driver", str(out), str(CACHE)],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT_SECONDS)
