@@ -20,7 +20,7 @@ from report.evidence import (EVIDENCE_NOTE, evidence_table, with_measured_hits,
 from report.findings_tables import (FINDINGS_NOTE, PREFIX_INTERVALS, SWEEP_INTERVALS,
                                     findings_tables, with_intervals)
 from report.goodput import goodput_table, with_slo_marks
-from report.inputs import ReportInputs, load_results
+from report.inputs import GraphRun, ReportInputs, load_results
 from report.plots import SIMULATED_NOTE, draw_plots
 from report.artefacts import artefact_table
 from report.predictions import comparison_table, sources_note

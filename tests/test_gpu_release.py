@@ -3,7 +3,6 @@ record) and botocore's Stubber (API errors: retried, then a clear failure, nodes
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import boto3

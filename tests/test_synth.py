@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from components import volume_guard
-from components.cluster import ROLE_LABEL
 from cli import cli, offline, stack_file, synth
 from stacks import compose as program
 from tests.conftest import REPO
