@@ -103,6 +103,7 @@ class Graph:
     def start(self, say=print) -> None:
         cfg = self.config
         self.processes.writable(cfg.work_dir)  # the kv and JetStream stores go here
+        self.processes.writable(cfg.recording.parent)  # the recorder runs as the lab's user too
         env = self._dynamo_env()
         say(f"starting NATS on {LOOPBACK}:{cfg.nats_port}")
         self.processes.start("nats", [str(cfg.nats_server), "--jetstream", "--addr", LOOPBACK,

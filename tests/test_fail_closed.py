@@ -170,3 +170,40 @@ def test_where_no_unprivileged_user_can_run_the_tools_root_runs_them_without_cap
                 if line.startswith("Cap"))
     assert code == 0
     assert {name: int(value, 16) for name, value in caps.items()} == {"CapPrm": 0, "CapEff": 0, "CapBnd": 0}
+
+
+class _RecordingGroup:
+    """A ProcessGroup stand-in that records what the graph hands over and starts."""
+
+    def __init__(self):
+        self.handed_over: list[Path] = []
+        self.started: list[tuple[list[str], dict[str, str]]] = []
+        self.children = []
+
+    def writable(self, path: Path) -> Path:
+        self.handed_over.append(path)
+        return path
+
+    def start(self, name, argv, env):
+        self.started.append((argv, env))
+
+
+def test_every_path_a_graph_process_writes_is_handed_to_the_labs_user(tmp_path, monkeypatch):
+    """As root the lab's processes run as another user: a store, log or recording outside the
+    directories handed to that user is a PermissionError at start (seen in CI: the recorder)."""
+    from local_lab.graph import Graph, GraphConfig
+    group = _RecordingGroup()
+    for graph in ("agg", "disagg"):
+        config = GraphConfig(name=graph, dynamo_python=Path("/py"), nats_server=Path("/nats"),
+                             model_dir=tmp_path / "model", work_dir=tmp_path / "work" / graph,
+                             frontend_port=8000, nats_port=4222, router_mode="round-robin",
+                             recording=tmp_path / "out" / graph / "event_plane.jsonl")
+        lab = Graph(config, group)
+        monkeypatch.setattr(lab, "_wait", lambda what, ready: None)
+        lab.start(say=lambda line: None)
+    written = [Path(argv[i + 1]) for argv, _ in group.started
+               for i, flag in enumerate(argv[:-1]) if flag in ("--out", "--store_dir")]
+    written += [Path(env["DYN_FILE_KV"]) for _, env in group.started]
+    assert len(written) >= 3 * 2 + 2
+    unreachable = [p for p in written if not any(p.is_relative_to(d) for d in group.handed_over)]
+    assert unreachable == []
