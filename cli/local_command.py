@@ -50,9 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"ones (default: %(default)s, at most {max_frontend_port()})")
     parser.add_argument("--nats-port", type=_port, default=4222, metavar="PORT",
                         help="NATS port on 127.0.0.1 (default: %(default)s)")
-    parser.add_argument("--router-mode", choices=ROUTER_MODES, default="kv",
+    parser.add_argument("--router-mode", choices=ROUTER_MODES,
                         help="the frontend's router, the same for both graphs; only kv "
-                             "publishes the KV hit rates the report shows (default: %(default)s)")
+                             "publishes the KV hit rates the report shows (default: the stack's "
+                             "serving.routerMode, kv)")
     parser.add_argument("--sweep-style", choices=aiperf_argv.SWEEP_STYLES, default="list",
                         help="list: one AIPerf call per sweep; per_level: one per concurrency "
                              "(default: %(default)s)")
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         except isolation.IsolationError as err:
             raise CliError(str(err)) from None
         return _run_inside(args, run_as.from_env())
-    _bench_plan(args.stack)  # a bad stack config fails before any install
+    _stack(args.stack)  # a bad stack config fails before any install
     namespace = _namespace_prefix(args.isolation)
     if namespace is None:
         _check_ports(args)  # on the host's loopback a busy port fails before any install
@@ -155,7 +156,8 @@ def _twin(args: argparse.Namespace, install: bool):
     from planner import aiconfigurator, twin
     from planner.inputs import PlanInputError
     try:
-        return twin.lab_twin(_stack(args.stack), modes.scaled(_bench_plan(args.stack), args.preset),
+        stack = _stack(args.stack)
+        return twin.lab_twin(stack, modes.scaled(stack.bench, args.preset),
                              args.graphs, tools / TWIN_TABLES, tools)
     except (PlanInputError, aiconfigurator.AicError) as err:
         if args.twin:
@@ -196,7 +198,8 @@ def _run_inside(args: argparse.Namespace, user: run_as.RunAs | None) -> int:
     except tool_venvs.ToolSetupError as err:
         raise CliError(str(err)) from None
     _check_ports(args)
-    plan = modes.scaled(_bench_plan(args.stack), args.preset)
+    stack = _stack(args.stack)
+    plan = modes.scaled(stack.bench, args.preset)
     lab_twin = _twin(args, install=False)
     for graph, record in (lab_twin.records if lab_twin else {}).items():
         print(f"benchlab local: {graph}: twin of {record['summary']} ({record['timing']})")
@@ -207,8 +210,8 @@ def _run_inside(args: argparse.Namespace, user: run_as.RunAs | None) -> int:
         nats_server=tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "nats-server"),
         aiperf=tool_venvs.tool_path(tool_venvs.AIPERF, tools, "aiperf"),
         frontend_port=args.frontend_port, nats_port=args.nats_port,
-        router_mode=args.router_mode, sweep_style=args.sweep_style, run_as=user,
-        predictions=_predictions(args), stack=_stack(args.stack),
+        router_mode=args.router_mode or stack.serving.router_mode, sweep_style=args.sweep_style,
+        run_as=user, predictions=_predictions(args), stack=stack,
         worker_args=lab_twin.worker_args if lab_twin else {},
         twin=lab_twin.records if lab_twin else {})
     progress = Progress(plan.planned_seconds * len(args.graphs))
@@ -249,15 +252,8 @@ def _stack(stack: str | None) -> StackConfig:
     """The cloud lab the run stands for: the stack file's, or the default (= dev)."""
     if stack is None:
         return StackConfig()
-    from cli import stack_file
-    return stack_file.load(stack).config()
-
-
-def _bench_plan(stack: str | None) -> modes.BenchPlan:
-    if stack is None:
-        return modes.BenchPlan()
     from cli import stack_file  # reads Pulumi config files: only when asked
-    return stack_file.load(stack).config().bench
+    return stack_file.load(stack).config()
 
 
 def _build_report(run_dir: Path, progress: Progress) -> Path | None:

@@ -23,7 +23,6 @@ GPU_MEMORY_UTILIZATION = 0.9  # vLLM's --gpu-memory-utilization default (docs.vl
 # (aiconfigurator_core/systems/*.yaml misc.other_mem = 3758096384 bytes).
 RUNTIME_RESERVE_GIB_PER_GPU = 3.5
 MOCKER_BLOCK_SIZE = 64  # dynamo.mocker --block-size default (dynamo/mocker/README.md)
-MAX_NUM_SEQS = 256  # dynamo.mocker --max-num-seqs default: the largest decode batch
 POINTS_FILE = "points.json"
 TABLE_FILE = "perf_data.npz"  # what --planner-profile-data takes
 KV_POINTS = 16  # the active-token axis, geometric from one shortest context to the capacity
@@ -61,22 +60,22 @@ def isl_grid(longest_isl: int) -> list[int]:
     return grid
 
 
-def decode_grid(longest_context: int, max_kv_tokens: int) -> list[tuple[int, int]]:
+def decode_grid(longest_context: int, max_kv_tokens: int, max_num_seqs: int) -> list[tuple[int, int]]:
     """(batch, context) points: contexts x4 from 256 to the longest request, batches x4 from 1
-    while they fit the KV capacity and the batch limit."""
+    while they fit the KV capacity and the worker's batch limit."""
     contexts = [256]
     while contexts[-1] < longest_context:
         contexts.append(contexts[-1] * 4)
     points = []
     for context in contexts:
         batch = 1
-        while batch <= MAX_NUM_SEQS and batch * context <= max_kv_tokens:
+        while batch <= max_num_seqs and batch * context <= max_kv_tokens:
             points.append((batch, context))
             batch *= 4
     return points
 
 
-def timing_tables(group: GroupInput, tp: int, model_id: str, capacity: KvCapacity,
+def timing_tables(group: GroupInput, tp: int, max_num_seqs: int, model_id: str, capacity: KvCapacity,
                   longest_isl: int, longest_context: int, cache_dir: Path, tools_dir: Path) -> Path:
     """The mocker's timing table for one worker (system, TP, model, quant, capacity), made once."""
     worker = {"model_path": model_id, "system_name": group.system.name, "backend_name": BACKEND,
@@ -85,7 +84,8 @@ def timing_tables(group: GroupInput, tp: int, model_id: str, capacity: KvCapacit
         worker.update({f"{kind}_quant_mode": group.quant_override for kind in aiconfigurator.QUANT_KEYS})
         worker["comm_quant_mode"] = "half"
     spec = {"worker": worker, "isl": isl_grid(longest_isl),
-            "decode": decode_grid(longest_context, capacity.tokens), "max_kv_tokens": capacity.tokens,
+            "decode": decode_grid(longest_context, capacity.tokens, max_num_seqs),
+            "max_kv_tokens": capacity.tokens,
             "kv_points": KV_POINTS,
             "tool": " ".join(aiconfigurator.TOOL.requirements())}
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
@@ -106,7 +106,8 @@ class LabTwin:
 def lab_twin(cfg: StackConfig, bench: BenchPlan, graphs: tuple[str, ...], cache_dir: Path,
              tools_dir: Path) -> LabTwin:
     """Each graph's workers as the stack configures them: the node group's system and TP, the
-    replicas as one mocker process's workers (--num-workers), its KV blocks and timing table."""
+    replicas as one mocker process's workers (--num-workers), its batch limits, its KV blocks
+    and timing table."""
     inputs = plan_inputs(cfg, Slo(0, 0, "unused: the twin has no SLO"))  # PlanInputError: no data
     model = model_facts(cfg.model.id)
     longest = longest_context(bench)
@@ -122,16 +123,21 @@ def lab_twin(cfg: StackConfig, bench: BenchPlan, graphs: tuple[str, ...], cache_
             if not capacity.blocks:
                 raise PlanInputError([f"benchlab:serving: {cfg.model.id} does not fit a TP{workers.tp} "
                                       f"worker on {group.instance_type} ({capacity.arithmetic})"])
-            table = timing_tables(group, workers.tp, cfg.model.id, capacity, longest, longest,
-                                  cache_dir, tools_dir)
+            table = timing_tables(group, workers.tp, workers.max_num_seqs, cfg.model.id, capacity,
+                                  longest, longest, cache_dir, tools_dir)
             points = json.loads((table.parent / POINTS_FILE).read_text())["points"]
             worker_args[graph][role] = ("--planner-profile-data", str(table),
                                         "--num-gpu-blocks-override", str(capacity.blocks),
                                         "--block-size", str(capacity.block_size),
-                                        "--num-workers", str(workers.replicas))
+                                        "--num-workers", str(workers.replicas),
+                                        # the cloud worker's own limits (serving_spec passes them to vLLM)
+                                        "--max-num-seqs", str(workers.max_num_seqs),
+                                        "--max-num-batched-tokens", str(workers.max_num_batched_tokens))
             described[role] = {
                 "system": group.system.name, "instance_type": group.instance_type, "tp": workers.tp,
                 "replicas": workers.replicas, "kv_blocks": capacity.blocks,
+                "max_num_seqs": workers.max_num_seqs,
+                "max_num_batched_tokens": workers.max_num_batched_tokens,
                 "kv_capacity": capacity.arithmetic, "table": str(table),
                 "perf_db": points.get("perf_db")}
         records[graph] = {

@@ -269,7 +269,7 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
     check = KvTransportCheck(f"{WORKLOADS}-kv-check", KvTransportCheckArgs(
         namespace=namespace, graph_name=name, frontend_url=frontend_url(name), model=cfg.model.id,
         kv_transport=cfg.serving.kv_transport if disagg else "none",
-        kv_router=disagg,  # the disagg frontend routes by KV (serving_spec: DYN_ROUTER_MODE)
+        kv_router=cfg.serving.router_mode == "kv",  # serving_spec: DYN_ROUTER_MODE
         config_hash=plan["config_hash"], image=cfg.deployed_image("client"),
         cpu_node_selector=cpu_nodes,
         depends_on=[graph.graph, store.results_pvc]), opts=opts)

@@ -71,10 +71,19 @@ class NodeGroups:
     decode: NodeGroup = NodeGroup("g6e.12xlarge", 4, 500)
 
 
+# vLLM's batch limits where dynamo.vllm 0.9.1 starts its engine (main.py: UsageContext.OPENAI_API_SERVER)
+# on A100 and on GPUs under 70 GiB such as L40S (vLLM 0.14 arg_utils.py get_batch_defaults).
+# Set on every worker, never left to vLLM's per-GPU default; the local twin's mocker gets the same.
+VLLM_MAX_NUM_SEQS = 256
+VLLM_MAX_NUM_BATCHED_TOKENS = 2048
+
+
 @dataclass(frozen=True)
 class Workers:
     tp: int = field(metadata=limits(choices=TENSOR_PARALLEL_SIZES))
     replicas: int = field(metadata=AT_LEAST_ONE)
+    max_num_seqs: int = field(default=VLLM_MAX_NUM_SEQS, metadata=AT_LEAST_ONE)
+    max_num_batched_tokens: int = field(default=VLLM_MAX_NUM_BATCHED_TOKENS, metadata=AT_LEAST_ONE)
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,9 @@ class Serving:
     # every worker with an EFA interface of its own (validated); "tcp": explicit opt-in to NIXL
     # over UCX/TCP, no EFA requested (Dynamo measured ~98 s TTFT over TCP vs ~1 s over EFA).
     kv_transport: Literal["efa", "tcp"] = "efa"
+    # The frontend's router, the same in both modes so their cache hit rates compare; kv: the
+    # KV-aware router, whose routing events are the run's measured hit rate (jobs/event_plane.py).
+    router_mode: Literal["kv", "round-robin", "random"] = "kv"
     kv_offload: KvOffload = KvOffload()
     ready_timeout_minutes: int = field(default=60, metadata=AT_LEAST_ONE)
     # Idle GPU nodes cost money: the node group the mode does not use is kept at size 0.
@@ -381,6 +393,11 @@ def _check_workers(cfg: StackConfig) -> list[str]:
     # Every role, whatever serving.mode: the campaign switches modes with the same config.
     for role, (group_name, workers) in cfg.all_worker_roles().items():
         key = f"{NAMESPACE}:serving.{role}"
+        # vLLM refuses it at start (vllm/config/scheduler.py SchedulerConfig._verify_args)
+        if workers.max_num_batched_tokens < workers.max_num_seqs:
+            problems.append(f"{key}.maxNumBatchedTokens: {workers.max_num_batched_tokens} is less "
+                            f"than {key}.maxNumSeqs ({workers.max_num_seqs}); vLLM needs at least "
+                            "one batched token per sequence")
         group: NodeGroup = getattr(cfg.node_groups, group_name)
         facts = INSTANCE_FACTS.get(group.instance_type)
         if facts is None or not facts.gpus:

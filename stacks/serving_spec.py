@@ -4,11 +4,12 @@ Pure: the composition, the run plan, tests and `benchlab synth` render both mode
 
 - agg: a Frontend on a CPU node; aggregated vLLM workers (TP from config) on the prefill
   (A100) node group.
-- disagg: a Frontend with the KV-aware router; prefill workers on the A100s, decode workers on
-  the L40S nodes; KV blocks move prefill -> decode through NIXL, over EFA by default (NIXL's
-  LIBFABRIC backend, each worker with EFA interfaces of its own; `serving.kvTransport`), and
-  the prefill workers offload KV blocks GPU -> host memory -> local disk through the KV
-  block manager (KVBM).
+- both: the Frontend routes with `serving.routerMode` (KV-aware by default), and every worker
+  runs with its role's batch limits set explicitly (`maxNumSeqs`, `maxNumBatchedTokens`).
+- disagg: prefill workers on the A100s, decode workers on the L40S nodes; KV blocks move
+  prefill -> decode through NIXL, over EFA by default (NIXL's LIBFABRIC backend, each worker
+  with EFA interfaces of its own; `serving.kvTransport`), and the prefill workers offload KV
+  blocks GPU -> host memory -> local disk through the KV block manager (KVBM).
 
 Every pod reads the model from the model-store PVC, mounted read-only (no hub access:
 HF_HUB_OFFLINE). Serving pods run without privilege escalation, with every capability dropped
@@ -169,7 +170,8 @@ def _frontend(cfg: StackConfig) -> dict:
         "componentType": "frontend",
         "replicas": 1,
         "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "8Gi"}},
-        "envs": env_list({**OFFLINE_ENV, **({"DYN_ROUTER_MODE": "kv"} if cfg.serving.mode == "disagg" else {})}),
+        # dynamo.frontend 0.9.1 main.py: --router-mode defaults to $DYN_ROUTER_MODE, else round-robin
+        "envs": env_list({**OFFLINE_ENV, "DYN_ROUTER_MODE": cfg.serving.router_mode}),
         "extraPodSpec": {"nodeSelector": {ROLE_LABEL: "system"},
                          "automountServiceAccountToken": False, "volumes": [volume],
                          "mainContainer": {"image": image(cfg), "volumeMounts": [mount],
@@ -188,7 +190,9 @@ def _worker(cfg: StackConfig, group: str, workers: Workers, sub_component: str |
         requests["custom"] = limits["custom"] = {EFA_RESOURCE: str(share.efa)}
 
     args = ["--model", model_dir(cfg.model.id, cfg.model.revision),
-            "--served-model-name", cfg.model.id, "--tensor-parallel-size", gpus]
+            "--served-model-name", cfg.model.id, "--tensor-parallel-size", gpus,
+            "--max-num-seqs", str(workers.max_num_seqs),
+            "--max-num-batched-tokens", str(workers.max_num_batched_tokens)]
     env = dict(OFFLINE_ENV)
     volume, mount = model_store_volume()
     volumes, mounts = [volume], [mount]

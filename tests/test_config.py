@@ -87,6 +87,13 @@ BAD_CONFIGS = {
         {"serving": {"mode": "disagg", "kvOffload": {"diskCacheGib": 4000}}},
         ["serving.kvOffload.diskCacheGib: 4000 GiB x 2 prefill workers per node exceeds the 6504 GiB"]),
     "mapping expected": ({"serving": "agg"}, ["benchlab:serving: 'agg'", "a mapping"]),
+    "router mode": ({"serving": {"routerMode": "least-loaded"}},
+                    ["serving.routerMode: 'least-loaded'", "'kv' | 'round-robin' | 'random'"]),
+    "fewer batched tokens than sequences": (
+        {"serving": {"decode": {"tp": 2, "replicas": 4, "maxNumSeqs": 512, "maxNumBatchedTokens": 256}}},
+        ["serving.decode.maxNumBatchedTokens: 256 is less than benchlab:serving.decode.maxNumSeqs (512)"]),
+    "no sequences": ({"serving": {"agg": {"tp": 4, "replicas": 4, "maxNumSeqs": 0}}},
+                     ["serving.agg.maxNumSeqs: 0 must be at least 1"]),
     "benchmark parameter": ({"bench": {"concurrencySweep": {"concurrency": [0, 4]}}},
                             ["bench.concurrencySweep.concurrency"]),
 }

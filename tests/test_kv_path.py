@@ -157,7 +157,7 @@ def job(recording, suffix: str):
     return found
 
 
-@pytest.mark.parametrize("mode, transport, router", [("agg", "none", "0"), ("disagg", "efa", "1")])
+@pytest.mark.parametrize("mode, transport, router", [("agg", "none", "1"), ("disagg", "efa", "1")])
 def test_order_graph_is_dgd_then_transport_check_then_first_benchmark(run_lab, mode, transport, router):
     rec = run_lab(overrides={"serving": {"mode": mode}})
     (dgd,) = rec.of_type(DGD)

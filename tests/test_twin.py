@@ -37,10 +37,11 @@ def test_kv_capacity_of_the_dev_workers_by_hand():
 def test_grids_cover_the_workload_within_capacity_and_batch_limit():
     assert twin.isl_grid(1024) == [16, 32, 64, 128, 256, 512, 1024]
     assert twin.isl_grid(1500)[-1] == 2048
-    points = twin.decode_grid(6144, 300_000)
+    points = twin.decode_grid(6144, 300_000, 256)
     assert sorted({c for _, c in points}) == [256, 1024, 4096, 16384]
-    assert all(b * c <= 300_000 and b <= twin.MAX_NUM_SEQS for b, c in points)
+    assert all(b * c <= 300_000 and b <= 256 for b, c in points)
     assert (1, 16384) in points and (256, 1024) in points and (64, 16384) not in points
+    assert max(b for b, _ in twin.decode_grid(6144, 300_000, 64)) == 64  # the worker's own limit
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def small_table(tmp_path_factory):
     group = dev_inputs().groups["decode"]
     capacity = twin.kv_capacity(group.gpu_memory_gib, 2, model_facts("Qwen/Qwen3-30B-A3B-FP8"))
     cache = tmp_path_factory.mktemp("twin-cache")
-    path = twin.timing_tables(group, 2, "Qwen/Qwen3-30B-A3B-FP8", capacity, 64, 256, cache, tools)
+    path = twin.timing_tables(group, 2, 256, "Qwen/Qwen3-30B-A3B-FP8", capacity, 64, 256, cache, tools)
     return path, capacity
 
 
@@ -88,7 +89,7 @@ def test_a_cached_table_is_not_estimated_again(small_table, monkeypatch):
         raise AssertionError("estimated again")
     monkeypatch.setattr(aiconfigurator, "estimate_tables", again)
     group = dev_inputs().groups["decode"]
-    assert twin.timing_tables(group, 2, "Qwen/Qwen3-30B-A3B-FP8", capacity, 64, 256,
+    assert twin.timing_tables(group, 2, 256, "Qwen/Qwen3-30B-A3B-FP8", capacity, 64, 256,
                               path.parent.parent, REPO / ".venvs") == path
 
 
@@ -98,7 +99,8 @@ def test_the_lab_twin_gives_each_role_its_table_kv_blocks_and_replicas(small_tab
     table, _ = small_table
     made = []
 
-    def tables(group, tp, model_id, capacity, longest_isl, longest_context, cache_dir, tools_dir):
+    def tables(group, tp, max_num_seqs, model_id, capacity, longest_isl, longest_context, cache_dir,
+               tools_dir):
         made.append((group.system.name, tp, capacity.blocks, longest_context))
         return table
     monkeypatch.setattr(twin, "timing_tables", tables)
@@ -107,8 +109,9 @@ def test_the_lab_twin_gives_each_role_its_table_kv_blocks_and_replicas(small_tab
     assert made == [("a100_sxm", 4, 17338, 6144), ("a100_sxm", 4, 17338, 6144), ("l40s", 2, 8703, 6144)]
     assert lab.worker_args["agg"]["worker"] == (
         "--planner-profile-data", str(table), "--num-gpu-blocks-override", "17338",
-        "--block-size", "64", "--num-workers", "4")
-    assert lab.worker_args["disagg"]["decode"][-1] == "4"
+        "--block-size", "64", "--num-workers", "4",
+        "--max-num-seqs", "256", "--max-num-batched-tokens", "2048")  # vLLM's, as the cloud worker's
+    assert lab.worker_args["disagg"]["decode"][7] == "4"
     assert lab.records["disagg"]["summary"] == "4 x a100_sxm TP4 (prefill) + 4 x l40s TP2 (decode)"
     assert lab.records["agg"]["roles"]["worker"]["kv_blocks"] == 17338
     assert any("BF16 variant" in c for c in lab.records["agg"]["modelled_instead"])

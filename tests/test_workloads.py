@@ -253,7 +253,26 @@ def test_agg_graph(lab_runs):
     assert "FI_PROVIDER" not in env_of(worker, "envs") and "--kv-transfer-config" not in main["args"]
     frontend = services["Frontend"]
     assert frontend["extraPodSpec"]["nodeSelector"] == {ROLE_LABEL: "system"}
-    assert "DYN_ROUTER_MODE" not in env_of(frontend, "envs")
+    # the same router as disagg (serving.routerMode), so the graphs' hit rates compare
+    assert env_of(frontend, "envs")["DYN_ROUTER_MODE"] == "kv"
+    # vLLM's batch limits set, never left to its per-GPU defaults
+    assert (_arg(main["args"], "--max-num-seqs"), _arg(main["args"], "--max-num-batched-tokens")) == (
+        "256", "2048")
+
+
+def test_router_mode_and_batch_limits_come_from_config(lab_runs):
+    rec = lab_runs("disagg", {"serving": {"routerMode": "round-robin",
+                                          "decode": {"tp": 2, "replicas": 4, "maxNumSeqs": 64,
+                                                     "maxNumBatchedTokens": 4096}}})
+    services = graph(rec)["spec"]["services"]
+    assert env_of(services["Frontend"], "envs")["DYN_ROUTER_MODE"] == "round-robin"
+    args = {role: services[f"Vllm{role}Worker"]["extraPodSpec"]["mainContainer"]["args"]
+            for role in ("Prefill", "Decode")}
+    assert [_arg(args["Decode"], flag) for flag in ("--max-num-seqs", "--max-num-batched-tokens")] == [
+        "64", "4096"]
+    assert _arg(args["Prefill"], "--max-num-seqs") == "256"
+    check = named(rec, JOB, "-kv-check-job")
+    assert env_of(container(check))["KV_ROUTER"] == "0"  # no KV router: none to prove
 
 
 def test_agg_default_fills_the_prefill_group(lab_runs):
