@@ -86,7 +86,7 @@ def _assert_evidence(report_dir: Path) -> None:
     for graph in ("agg (simulated)", "disagg (simulated)"):
         hits = {row["requested_hit_pct"]: row["measured_hit_pct"] for row in evidence
                 if row["graph"] == graph and row["mode"] == "prefix_cache"}
-        assert sorted(hits) == [0, 25, 50, 75, 100], hits
+        assert sorted(hits) == [0, 50, 100], hits  # the quick profile's three hit ratios
         assert hits[0] is not None and hits[0] < 2, f"{graph}: a 0 % step hit the cache: {hits}"
         # rising with the share asked for: a positive least-squares slope, the most at 100 %
         # (a quick step sends a few dozen requests: neighbours may swap by a few points)
