@@ -156,7 +156,9 @@ def _markdown(results_dir: Path, inputs: ReportInputs, tables: dict[str, Table],
         parts.append(f"> **{SIMULATED_NOTE}.** Rows and plot series labelled \"(simulated)\" "
                      f"({', '.join(run.graph for run in simulated)}) ran against the local lab's "
                      "mocker. Their costs are those of the configuration they stand for and are "
-                     "illustrative only, not measured GPU performance.\n")
+                     "illustrative only, not measured GPU performance. Their TTFT leaves the "
+                     "simulated prefill out: the mocker streams a request's first token at once "
+                     "and charges the prefill before the second.\n")
     parts += _warnings(inputs)
     parts += section("Findings: Report 5's validation points", ["findings", "recommendations"],
                      FINDINGS_NOTE)

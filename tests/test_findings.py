@@ -66,9 +66,16 @@ def test_simulated_runs_say_so_in_every_finding_and_leave_offload_and_nixl_open(
                                   sweep_row("disagg (simulated)", 64, 8.0)], [], [], [],
                                  simulated=True)
     assert all(f.evidence.startswith(findings.SIMULATED) for f in answered)
-    assert [f.verdict for f in answered] == [GAIN, UNANSWERABLE, UNANSWERABLE, UNANSWERABLE]
+    assert [f.verdict for f in answered] == [UNANSWERABLE] * 4
+    # the mocker's TTFT leaves its simulated prefill out: no TTFT verdict from it
+    assert findings.MOCKER_TTFT in answered[0].evidence and findings.MOCKER_TTFT in answered[2].evidence
     assert "mocker has no KVBM" in answered[1].evidence
     assert "moves no KV cache over NIXL" in answered[3].evidence
+    rows = findings.recommendations([sweep_row("agg (simulated)", 1, 9.0),
+                                     sweep_row("disagg (simulated)", 1, 8.0)], [], [], [], [],
+                                    simulated=True)
+    interactive = next(row for row in rows if row["scenario"].startswith("interactive"))
+    assert interactive["recommended"] == "—" and findings.MOCKER_TTFT in interactive["figure"]
 
 
 def test_nixl_on_short_sequences_compares_the_shortest_distribution():
