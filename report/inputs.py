@@ -50,8 +50,18 @@ class GraphRun:
 
     @property
     def label(self) -> str:
-        """How the graph is named in every table and plot: simulated runs say so."""
-        return f"{self.graph} (simulated)" if self.manifest.simulated else self.graph
+        """How the graph is named in every table and plot: simulated runs say what they simulated."""
+        return f"{self.graph} (simulated: {simulated_as(self.manifest)})" if self.manifest.simulated \
+            else self.graph
+
+
+BUILT_IN_TIMING = "the mocker's built-in timing"
+
+
+def simulated_as(manifest: RunManifest) -> str:
+    """What a simulated run stood for: the twin's workers and timing source (local lab's manifest)."""
+    twin = manifest.extra.get("twin") or {}
+    return f"{twin['summary']} from {twin['timing']}" if "summary" in twin else BUILT_IN_TIMING
 
 
 @dataclass

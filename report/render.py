@@ -20,7 +20,7 @@ from report.evidence import (EVIDENCE_NOTE, evidence_table, with_measured_hits,
 from report.findings_tables import (FINDINGS_NOTE, PREFIX_INTERVALS, SWEEP_INTERVALS,
                                     findings_tables, with_intervals)
 from report.goodput import goodput_table, with_slo_marks
-from report.inputs import GraphRun, ReportInputs, load_results
+from report.inputs import GraphRun, ReportInputs, load_results, simulated_as
 from report.plots import SIMULATED_NOTE, draw_plots
 from report.artefacts import artefact_table
 from report.predictions import comparison_table, sources_note
@@ -153,7 +153,7 @@ def _markdown(results_dir: Path, inputs: ReportInputs, tables: dict[str, Table],
         f"from `{results_dir}`.\n",
     ]
     if simulated:
-        parts.append(f"> **{SIMULATED_NOTE}.** Rows and plot series labelled \"(simulated)\" "
+        parts.append(f"> **{SIMULATED_NOTE}.** Rows and plot series labelled \"(simulated: ...)\" "
                      f"({', '.join(run.graph for run in simulated)}) ran against the local lab's "
                      "mocker. Their costs are those of the configuration they stand for and are "
                      "illustrative only, not measured GPU performance. Their TTFT leaves the "
@@ -224,10 +224,9 @@ def _simulated(runs: list[GraphRun]) -> list[str]:
     """What each simulated graph simulated (the manifest's `twin`, written by the local lab)."""
     lines = []
     for run in runs:
-        twin = run.manifest.extra.get("twin") or {"timing": "built-in polynomial"}
-        what = (f"{twin['summary']} from {twin['timing']}" if "summary" in twin else
-                f"the mocker's {twin['timing']} timing, not the stack's hardware")
-        lines.append(f"- {run.label}: simulated: {what}"
+        twin = run.manifest.extra.get("twin") or {}
+        what = simulated_as(run.manifest) + ("" if twin else ", not the stack's hardware")
+        lines.append(f"- {run.graph}: simulated: {what}"
                      + "".join(f"; modelled instead: {c}" for c in twin.get("modelled_instead", [])))
     return ["What was simulated:\n", "\n".join(lines) + "\n"] if lines else []
 

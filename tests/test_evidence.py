@@ -171,7 +171,7 @@ def test_report_shows_the_measured_hit_rate_beside_the_asked_ratio(captured, tmp
     report = _report(captured, tmp_path, "0.9.0", ("agg", "disagg"))
     prefix = {(row["graph"], row["hit_ratio_pct"]): row["measured_hit_pct"]
               for row in _rows(report, "prefix_cache")}
-    for graph in ("agg (simulated)", "disagg (simulated)"):
+    for graph in ("agg (simulated: the mocker's built-in timing)", "disagg (simulated: the mocker's built-in timing)"):
         assert prefix[(graph, 0)] == 0 and 25 <= prefix[(graph, 50)] <= 50
     evidence = _rows(report, "server_evidence")
     assert {row["worker_requests"] for row in evidence} >= {28}  # agg hit0: every request seen

@@ -62,8 +62,8 @@ def test_prefix_linearity_without_measured_hits_is_not_answerable():
 
 
 def test_simulated_runs_say_so_in_every_finding_and_leave_offload_and_nixl_open():
-    answered = findings.findings([sweep_row("agg (simulated)", 64, 9.0),
-                                  sweep_row("disagg (simulated)", 64, 8.0)], [], [], [],
+    answered = findings.findings([sweep_row("agg (simulated: the mocker's built-in timing)", 64, 9.0),
+                                  sweep_row("disagg (simulated: the mocker's built-in timing)", 64, 8.0)], [], [], [],
                                  simulated=True)
     assert all(f.evidence.startswith(findings.SIMULATED) for f in answered)
     assert [f.verdict for f in answered] == [UNANSWERABLE] * 4
@@ -71,8 +71,8 @@ def test_simulated_runs_say_so_in_every_finding_and_leave_offload_and_nixl_open(
     assert findings.MOCKER_TTFT in answered[0].evidence and findings.MOCKER_TTFT in answered[2].evidence
     assert "mocker has no KVBM" in answered[1].evidence
     assert "moves no KV cache over NIXL" in answered[3].evidence
-    rows = findings.recommendations([sweep_row("agg (simulated)", 1, 9.0),
-                                     sweep_row("disagg (simulated)", 1, 8.0)], [], [], [], [],
+    rows = findings.recommendations([sweep_row("agg (simulated: the mocker's built-in timing)", 1, 9.0),
+                                     sweep_row("disagg (simulated: the mocker's built-in timing)", 1, 8.0)], [], [], [], [],
                                     simulated=True)
     interactive = next(row for row in rows if row["scenario"].startswith("interactive"))
     assert interactive["recommended"] == "—" and findings.MOCKER_TTFT in interactive["figure"]

@@ -264,7 +264,7 @@ def test_report_compares_a_recorded_and_a_given_plan_with_the_measured_sweep(dev
     report = build_report(run, tmp_path / "report", plan)
     rows = table(report, "prediction_vs_measurement")
     sweep = {(r["graph"], r["concurrency"]): r for r in table(report, "concurrency_sweep")}
-    assert {r["graph"] for r in rows} == {"agg (simulated)", "disagg"}
+    assert {r["graph"] for r in rows} == {"agg (simulated: the mocker's built-in timing)", "disagg"}
     assert {r["kind"] for r in rows if r["graph"] == "disagg"} == {"measurement vs prediction"}
     assert {r["kind"] for r in rows if r["graph"] != "disagg"} == {"simulation vs prediction"}
     for row in rows:

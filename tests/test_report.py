@@ -161,7 +161,7 @@ def test_multi_turn_figures_come_from_the_per_request_records(one_run):
 def test_cost_uses_the_dated_price_table_and_the_manifest_nodes(one_run):
     run, report = one_run
     rows = table(report, "cost_efficiency")
-    assert {row["graph"] for row in rows} == {"agg (simulated)", "disagg"}
+    assert {row["graph"] for row in rows} == {"agg (simulated: the mocker's built-in timing)", "disagg"}
     for row in rows:
         nodes = NODES[row["graph"].split()[0]]
         usd_per_hour = sum(g.count * facts(g.instance_type).on_demand_usd_per_hour for g in nodes)
@@ -180,7 +180,7 @@ def test_simulated_results_are_labelled_everywhere(one_run):
                 assert " ".join(map(str, row.values())).count("Simulated") == 1, row
                 continue
             assert row["simulated"] == row["graph"].startswith("agg")
-            assert row["graph"] in ("agg (simulated)", "disagg")
+            assert row["graph"] in ("agg (simulated: the mocker's built-in timing)", "disagg")
     markdown = report.read_text()
     assert SIMULATED_NOTE in markdown
     plots = sorted(report.parent.glob("*.png"))
@@ -251,9 +251,9 @@ def test_malformed_and_missing_exports_are_named_and_the_rest_still_count(trees,
     assert "`disagg/concurrency_sweep/c1/profile_export_aiperf.json`: missing; skipped" in problems
 
     sweep = {(row["graph"], row["concurrency"]): row for row in table(report, "concurrency_sweep")}
-    assert sorted(sweep) == [("agg (simulated)", 1), ("agg (simulated)", 2),
-                             ("agg (simulated)", 4), ("disagg (simulated)", 2)]
-    stand_in = sweep[("agg (simulated)", 2)]
+    assert sorted(sweep) == [("agg (simulated: the mocker's built-in timing)", 1), ("agg (simulated: the mocker's built-in timing)", 2),
+                             ("agg (simulated: the mocker's built-in timing)", 4), ("disagg (simulated: the mocker's built-in timing)", 2)]
+    stand_in = sweep[("agg (simulated: the mocker's built-in timing)", 2)]
     assert stand_in["source"].endswith(exports.SWEEP_AGGREGATE)
     [level] = [level for level in exports.parse_sweep_aggregate(tmp_path / stand_in["source"])
                if level.concurrency == 2]
@@ -475,3 +475,17 @@ def test_plots_start_at_zero_tell_p50_from_p99_and_say_what_they_show(one_run):
     finally:
         for fig in figures.values():
             plt.close(fig)
+
+
+def test_a_simulated_label_names_what_was_simulated(tmp_path):
+    from jobs.run_manifest import RunManifest
+    from report.inputs import GraphRun
+    twin = {"summary": "4 x a100_sxm TP4 (prefill) + 4 x l40s TP2 (decode)",
+            "timing": "aiconfigurator==0.12.0 static estimates"}
+    manifest = RunManifest("r1", "disagg", True, "quick", "2026-11-30T00:00:00+00:00", {}, "m", [], {},
+                           extra={"twin": twin})
+    assert GraphRun(manifest, tmp_path).label == (
+        "disagg (simulated: 4 x a100_sxm TP4 (prefill) + 4 x l40s TP2 (decode) from "
+        "aiconfigurator==0.12.0 static estimates)")
+    real = RunManifest("r2", "disagg", False, "full", "2026-11-30T00:00:00+00:00", {}, "m", [], {})
+    assert GraphRun(real, tmp_path).label == "disagg"

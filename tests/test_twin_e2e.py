@@ -65,7 +65,8 @@ def test_quick_agg_run_with_the_twin_takes_its_timing_from_the_table(tmp_path):
     assert f'Loading performance model from NPZ file: "{worker["table"]}"' in log
     assert "num_gpu_blocks: 17338" in log and "Launching 4 mocker worker(s)" in log
     report = (run_dir / "report" / "report.md").read_text()
-    assert "agg (simulated): simulated: 4 x a100_sxm TP4 (worker) from aiconfigurator==0.12.0" in report
+    assert "- agg: simulated: 4 x a100_sxm TP4 (worker) from aiconfigurator==0.12.0" in report
+    assert "| agg (simulated: 4 x a100_sxm TP4 (worker) from aiconfigurator==0.12.0" in report  # table rows
 
 
 def _token_times(url: str, model: str, words: str) -> tuple[list[float], int]:
