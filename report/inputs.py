@@ -69,6 +69,8 @@ class ReportInputs:
     runs: list[GraphRun]  # at most one per graph, in GRAPHS order
     problems: list[Problem]
     selection: Selection  # why these runs, and how they fall short of a like-for-like pair
+    # (twin, real) per graph: the newest real run and the newest simulated run of its shape
+    twins: list[tuple[GraphRun, GraphRun]] = field(default_factory=list)
 
 
 def load_results(results_dir: Path) -> ReportInputs:
@@ -81,7 +83,33 @@ def load_results(results_dir: Path) -> ReportInputs:
     selection = choose(candidates)
     runs = [_load_graph((chosen.directory, chosen.manifest), problems)
             for chosen in selection.chosen.values()]
-    return ReportInputs(runs=runs, problems=problems, selection=selection)
+    return ReportInputs(runs=runs, problems=problems, selection=selection,
+                        twins=_twins(candidates, problems))
+
+
+def _shape(manifest: RunManifest) -> tuple:
+    """What a twin must share with the real run it stands for: workload and hardware."""
+    return (manifest.graph, manifest.profile, manifest.model, sorted(manifest.workers.items()),
+            sorted((group.role, group.instance_type, group.count) for group in manifest.nodes))
+
+
+def _twins(candidates: dict[str, list[Candidate]],
+           problems: list[Problem]) -> list[tuple[GraphRun, GraphRun]]:
+    pairs = []
+    for found in candidates.values():
+        reals = [c for c in found if not c.manifest.simulated]
+        if not reals:
+            continue
+        real = max(reals, key=lambda c: c.manifest.created)
+        twins = [c for c in found if c.manifest.simulated and _shape(c.manifest) == _shape(real.manifest)]
+        if twins:
+            twin = max(twins, key=lambda c: c.manifest.created)
+            fresh: list[Problem] = []
+            pair = tuple(_load_graph((c.directory, c.manifest), fresh) for c in (twin, real))
+            seen = {problem.path for problem in problems}  # a chosen run's problems are named once
+            problems.extend(problem for problem in fresh if problem.path not in seen)
+            pairs.append(pair)
+    return pairs
 
 
 def _graph_dirs(results_dir: Path, graph: str) -> list[Path]:

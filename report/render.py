@@ -24,6 +24,7 @@ from report.inputs import GraphRun, ReportInputs, load_results, simulated_as
 from report.plots import SIMULATED_NOTE, draw_plots
 from report.artefacts import artefact_table
 from report.predictions import comparison_table, sources_note
+from report.twin_vs_real import twin_table
 from report.tables import (FEW_REQUESTS, MIN_REQUESTS, TAIL_MIN_REQUESTS, Column, Table,
                            cost_table, multi_turn_tables, pareto_table, prefix_cache_table,
                            relative, sequence_distribution_table, status_table, sweep_table)
@@ -87,7 +88,7 @@ def _tables(inputs: ReportInputs, plan: dict[str, Any] | None) -> dict[str, Tabl
     tables = [sweep, with_slo_marks(pareto_table(sweep), goodput),
               comparison_table(runs, sweep, plan), cost_table(runs, sweep, problems), prefix,
               sequence_distribution_table(runs), conversations, per_turn, status_table(runs),
-              evidence, goodput, artefact_table(sweep, prefix)]
+              evidence, goodput, artefact_table(sweep, prefix), twin_table(inputs.twins)]
     by_name = {table.name: table for table in tables}
     return by_name | findings_tables(by_name, any(run.manifest.simulated for run in runs))
 
@@ -174,6 +175,12 @@ def _markdown(results_dir: Path, inputs: ReportInputs, tables: dict[str, Table],
     parts += section("Goodput at the SLO", ["goodput"])
     parts += section("Pareto: tokens/s per GPU vs tokens/s per user", ["pareto"])
     parts += section("Prediction vs measurement", ["prediction_vs_measurement"], prediction_note)
+    if tables["twin_vs_real"].rows:
+        parts += section("Twin vs real", ["twin_vs_real"],
+                         "The local twin's newest run of a graph next to the newest cloud run of "
+                         "the same shape (profile, model, workers, node groups), level by level; "
+                         "error = (twin - real) / real. The twin's TTFT leaves its simulated "
+                         "prefill out (see the note at the top).\n")
     parts += section("Cost efficiency", ["cost_efficiency"],
                      f"{PRICE_NOTE}" + (" Costs of simulated runs are illustrative of the "
                                         "configuration they stand for, not measured GPU "

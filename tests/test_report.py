@@ -489,3 +489,34 @@ def test_a_simulated_label_names_what_was_simulated(tmp_path):
         "aiconfigurator==0.12.0 static estimates)")
     real = RunManifest("r2", "disagg", False, "full", "2026-11-30T00:00:00+00:00", {}, "m", [], {})
     assert GraphRun(real, tmp_path).label == "disagg"
+
+
+def test_twin_and_real_runs_of_the_same_shape_stand_side_by_side(trees, tmp_path):
+    """A results root with a cloud run and a later local twin run of the same graphs and shape."""
+    tree, twin_tree = trees[VERSIONS[0]], trees[VERSIONS[-1]]  # two real exports, other figures
+    root = tmp_path / "results"
+    add_run(root, "cloud", tree, "2026-11-20T10:00:00Z", {"agg": False, "disagg": False})
+    add_run(root, "twin", twin_tree, "2026-11-21T10:00:00Z", {"agg": True, "disagg": True})
+    report = build_report(root, tmp_path / "report")
+    rows = table(report, "twin_vs_real")
+    sweep = {(r["run_id"], r["graph"].split(" ")[0], r["concurrency"]): r
+             for run in ("cloud", "twin")
+             for r in table(build_report(root / run, tmp_path / f"{run}-report"), "concurrency_sweep")}
+    assert {row["graph"] for row in rows} == {"agg", "disagg"}
+    for row in rows:
+        key = {"TTFT p50 (ms)": "ttft_p50_ms", "ITL p50 (ms)": "itl_p50_ms",
+               "output tok/s": "output_tokens_per_s"}[row["figure"]]
+        real, twin = (sweep[(run, row["graph"], row["concurrency"])][key] for run in ("cloud", "twin"))
+        assert (row["real"], row["twin"]) == (real, twin)
+        assert (row["twin_run"], row["real_run"]) == ("twin", "cloud")
+        assert row["error_pct"] == pytest.approx((twin - real) / real * 100)
+    assert any(abs(row["error_pct"]) > 1 for row in rows)
+    assert "## Twin vs real" in report.read_text()
+    # a twin of another shape is no twin: the section is left out
+    other = tmp_path / "other"
+    add_run(other, "cloud", tree, "2026-11-20T10:00:00Z", {"agg": False, "disagg": False})
+    twin_dir = add_run(other, "twin", tree, "2026-11-21T10:00:00Z", {"agg": True, "disagg": True})
+    for graph in ("agg", "disagg"):
+        write_manifest(twin_dir / graph, manifest("twin", graph, "2026-11-21T10:00:00Z", True,
+                                                  profile="full"))
+    assert "## Twin vs real" not in build_report(other, tmp_path / "other-report").read_text()
