@@ -202,7 +202,8 @@ def _run_inside(args: argparse.Namespace, user: run_as.RunAs | None) -> int:
     plan = modes.scaled(stack.bench, args.preset)
     lab_twin = _twin(args, install=False)
     for graph, record in (lab_twin.records if lab_twin else {}).items():
-        print(f"benchlab local: {graph}: twin of {record['summary']} ({record['timing']})")
+        print(f"benchlab local: {graph}: twin of {record['summary']} ({record['timing']})"
+              + "".join(f"; modelled instead: {caveat}" for caveat in record["modelled_instead"]))
     setup = LabSetup(
         plan=plan, profile=args.preset, graphs=args.graphs, out_dir=args.out.resolve(),
         work_dir=args.work_dir.resolve(), model_dir=ensure_model_dir(args.work_dir.resolve() / "model"),

@@ -49,6 +49,9 @@ def test_quick_agg_run_with_the_twin_takes_its_timing_from_the_table(tmp_path):
          "--tools-dir", str(tools)],
         cwd=REPO, text=True, capture_output=True, timeout=LAB_TIMEOUT_SECONDS)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # the stand-in model AIConfigurator has data for, printed as `benchlab plan` prints it
+    assert "agg: twin of 4 x a100_sxm TP4 (worker)" in result.stdout
+    assert "modelled instead: " in result.stdout and "BF16 variant" in result.stdout
     (run_dir,) = (tmp_path / "out").iterdir()
     twin = run_manifest.read_manifest(run_dir / "agg").extra["twin"]
     assert twin["summary"] == "4 x a100_sxm TP4 (worker)"
