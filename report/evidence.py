@@ -4,8 +4,9 @@ Per AIPerf run (a step, or a sweep level): the KV-cache hit rate the router meas
 the prefix ratio that was asked for, KV-cache usage, blocks stored and evicted (Dynamo's NATS
 event plane, recorded by jobs/event_plane.py, cut to the run's window: first request start to
 last request end), and the request count the workers' `/metrics` gave AIPerf's server-metrics
-scrape. A series the serving side does not expose reads "not exposed by <component>", never
-an estimate.
+scrape, and the GPUs' utilisation and power from the DCGM exporters AIPerf scraped on the
+workers' nodes (cloud runs; report/gpu_telemetry.py), cut to the same window. A series the
+serving side does not expose reads "not exposed by <component>", never an estimate.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from jobs.event_plane import RECORDING, EventPlaneError
 from jobs.names import MODES
 from jobs.exports import ExportError
 from report.inputs import GraphRun, Problem, StepResult
+from report.gpu_telemetry import GPU_TELEMETRY_EXPORT, NodeGpus, parse_gpu_telemetry, per_node
 from report.server_metrics import SERVER_METRICS_EXPORT, ServerMetrics, parse_server_metrics
 from report.tables import IDENTITY, Column, Table, relative
 
@@ -29,8 +31,6 @@ WORKER_REQUESTS = "dynamo_component_requests"
 OPTIONAL = {
     "kvbm_offload_blocks": (("kvbm_offload_blocks_d2h", "total"), "KVBM"),
     "kvbm_onboard_blocks": (("kvbm_onboard_blocks_h2d", "total"), "KVBM"),
-    "gpu_util_pct": (("DCGM_FI_DEV_GPU_UTIL", "avg"), "DCGM exporter"),
-    "gpu_power_w": (("DCGM_FI_DEV_POWER_USAGE", "avg"), "DCGM exporter"),
 }
 _HIT_STEP = re.compile(r"^hit(\d+)$")
 EVIDENCE_NOTE = (
@@ -68,6 +68,10 @@ def evidence_table(runs: list[GraphRun], problems: list[Problem]) -> Table:
         Column("kv_usage_mean_pct", "KV usage mean (%)"),
         Column("blocks_stored", "blocks stored"), Column("evicted_blocks", "evicted blocks"),
         Column("worker_requests", "worker requests"),
+        Column("gpus", "GPUs: mean util, power per GPU"),
+        Column("gpu_util_pct", "GPU util mean (%)", in_markdown=False),
+        Column("gpu_power_w", "GPU power mean (W per GPU)", in_markdown=False),
+        Column("gpu_energy_j_per_token", "GPU energy per output token (J)"),
         *[Column(key, key.replace("_", " "), in_markdown=False) for key in OPTIONAL],
         Column("nixl_series", "NIXL series scraped", in_markdown=False),
         Column("not_exposed", "not exposed"), Column("source", "export", in_markdown=False)],
@@ -110,10 +114,57 @@ def _row(run: GraphRun, mode: str, result: StepResult,
     row["nixl_series"] = ", ".join(nixl) or None
     if not nixl:
         notes.append(f"NIXL transfer time, bytes: not exposed by {_component(run, 'NIXL')}")
+    gpu_note = _gpu_figures(row, run, result, window, problems)
+    if gpu_note:
+        notes.append(gpu_note)
     if evidence is None or evidence.hit_rate_pct is None:
         notes.append(_hit_rate_absence(recording, window))
     row["not_exposed"] = "; ".join(notes)
     return row
+
+
+def _gpu_figures(row: dict[str, Any], run: GraphRun, result: StepResult,
+                 window: tuple[float, float] | None, problems: list[Problem]) -> str | None:
+    """Fill the row's GPU columns from the run's DCGM samples; or say why there are none."""
+    row |= {"gpus": None, "gpu_util_pct": None, "gpu_power_w": None, "gpu_energy_j_per_token": None}
+    what = "GPU utilisation, power"
+    if run.manifest.simulated:
+        return f"{what}: not exposed by the mocker (simulated: no GPU)"
+    paths = [d / GPU_TELEMETRY_EXPORT for d in result.run_dirs if (d / GPU_TELEMETRY_EXPORT).exists()]
+    if not paths:  # the Job found no DCGM exporter and ran AIPerf with --no-gpu-telemetry
+        return f"{what}: not exposed (no DCGM exporter found on the workers' nodes)"
+    samples = []
+    for path in paths:
+        try:
+            samples += parse_gpu_telemetry(path)
+        except ExportError as err:
+            problems.append(Problem(err.path, f"{err.problem}; GPU figures of this run are absent"))
+            return f"{what}: export unreadable"
+    nodes = per_node(samples, *window) if window else []
+    if not nodes:
+        return f"{what}: no DCGM sample within the run's window"
+    row["gpus"] = "; ".join(_node_text(node) for node in nodes)
+    row["gpu_util_pct"] = _weighted(nodes, "util_pct")
+    row["gpu_power_w"] = _weighted(nodes, "power_w")
+    # energy = the GPUs' mean power over the run's duration (AIPerf's, per trial) / its tokens
+    watts = sum(node.power_w * node.gpus for node in nodes if node.power_w is not None)
+    seconds = result.export.stat("benchmark_duration", "avg")
+    tokens = result.export.stat("total_output_tokens", "avg")
+    if watts and seconds and tokens:
+        row["gpu_energy_j_per_token"] = watts * seconds / tokens
+    return None
+
+
+def _node_text(node: NodeGpus) -> str:
+    util = "n/a" if node.util_pct is None else f"{node.util_pct:.0f} %"
+    power = "n/a" if node.power_w is None else f"{node.power_w:.0f} W"
+    return f"{node.node}, {node.gpus}x {node.model}: {util}, {power}"
+
+
+def _weighted(nodes: list[NodeGpus], field: str) -> float | None:
+    """A per-GPU mean over every node (each node weighted by its GPU count)."""
+    found = [(getattr(node, field), node.gpus) for node in nodes if getattr(node, field) is not None]
+    return sum(v * n for v, n in found) / sum(n for _, n in found) if found else None
 
 
 def _component(run: GraphRun, component: str) -> str:
