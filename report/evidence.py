@@ -40,7 +40,10 @@ EVIDENCE_NOTE = (
     "front, it sits a little below the requested share. At 0 % it is the test that no step reuses another's "
     "cache. **KV usage**: the busiest worker's active blocks (`kv_metrics`) / its total KV blocks "
     "(frontend `/metrics`); **evicted blocks**: KV `removed` events; **worker requests**: "
-    "the workers' request counters over the run (AIPerf's scrape of their `/metrics`).\n")
+    "the workers' request counters over the run (AIPerf's scrape of their `/metrics`); "
+    "**GPUs**: per node and GPU model, mean utilisation and mean power per GPU over the run "
+    "(the DCGM exporters on the workers' nodes, AIPerf's GPU telemetry); **energy per output "
+    "token**: those GPUs' mean power x the run's duration / its output tokens.\n")
 
 
 @dataclass
