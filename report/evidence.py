@@ -20,7 +20,7 @@ from jobs.event_plane import RECORDING, EventPlaneError
 from jobs.names import MODES
 from jobs.exports import ExportError
 from report.inputs import GraphRun, Problem, StepResult
-from report.gpu_telemetry import GPU_TELEMETRY_EXPORT, NodeGpus, parse_gpu_telemetry, per_node
+from report import gpu_telemetry
 from report.server_metrics import SERVER_METRICS_EXPORT, ServerMetrics, parse_server_metrics
 from report.tables import IDENTITY, Column, Table, relative
 
@@ -117,57 +117,14 @@ def _row(run: GraphRun, mode: str, result: StepResult,
     row["nixl_series"] = ", ".join(nixl) or None
     if not nixl:
         notes.append(f"NIXL transfer time, bytes: not exposed by {_component(run, 'NIXL')}")
-    gpu_note = _gpu_figures(row, run, result, window, problems)
+    gpus, gpu_note = gpu_telemetry.step_figures(run.manifest.simulated, result, window, problems)
+    row |= gpus
     if gpu_note:
         notes.append(gpu_note)
     if evidence is None or evidence.hit_rate_pct is None:
         notes.append(_hit_rate_absence(recording, window))
     row["not_exposed"] = "; ".join(notes)
     return row
-
-
-def _gpu_figures(row: dict[str, Any], run: GraphRun, result: StepResult,
-                 window: tuple[float, float] | None, problems: list[Problem]) -> str | None:
-    """Fill the row's GPU columns from the run's DCGM samples; or say why there are none."""
-    row |= {"gpus": None, "gpu_util_pct": None, "gpu_power_w": None, "gpu_energy_j_per_token": None}
-    what = "GPU utilisation, power"
-    if run.manifest.simulated:
-        return f"{what}: not exposed by the mocker (simulated: no GPU)"
-    paths = [d / GPU_TELEMETRY_EXPORT for d in result.run_dirs if (d / GPU_TELEMETRY_EXPORT).exists()]
-    if not paths:  # the Job found no DCGM exporter and ran AIPerf with --no-gpu-telemetry
-        return f"{what}: not exposed (no DCGM exporter found on the workers' nodes)"
-    samples = []
-    for path in paths:
-        try:
-            samples += parse_gpu_telemetry(path)
-        except ExportError as err:
-            problems.append(Problem(err.path, f"{err.problem}; GPU figures of this run are absent"))
-            return f"{what}: export unreadable"
-    nodes = per_node(samples, *window) if window else []
-    if not nodes:
-        return f"{what}: no DCGM sample within the run's window"
-    row["gpus"] = "; ".join(_node_text(node) for node in nodes)
-    row["gpu_util_pct"] = _weighted(nodes, "util_pct")
-    row["gpu_power_w"] = _weighted(nodes, "power_w")
-    # energy = the GPUs' mean power over the run's duration (AIPerf's, per trial) / its tokens
-    watts = sum(node.power_w * node.gpus for node in nodes if node.power_w is not None)
-    seconds = result.export.stat("benchmark_duration", "avg")
-    tokens = result.export.stat("total_output_tokens", "avg")
-    if watts and seconds and tokens:
-        row["gpu_energy_j_per_token"] = watts * seconds / tokens
-    return None
-
-
-def _node_text(node: NodeGpus) -> str:
-    util = "n/a" if node.util_pct is None else f"{node.util_pct:.0f} %"
-    power = "n/a" if node.power_w is None else f"{node.power_w:.0f} W"
-    return f"{node.node}, {node.gpus}x {node.model}: {util}, {power}"
-
-
-def _weighted(nodes: list[NodeGpus], field: str) -> float | None:
-    """A per-GPU mean over every node (each node weighted by its GPU count)."""
-    found = [(getattr(node, field), node.gpus) for node in nodes if getattr(node, field) is not None]
-    return sum(v * n for v, n in found) / sum(n for _, n in found) if found else None
 
 
 def _component(run: GraphRun, component: str) -> str:
