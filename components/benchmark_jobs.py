@@ -8,8 +8,9 @@ starts the next only then. The plan carries everything the run manifest records 
 nodes, workers, the graph's spec) and a hash of it: a change of any of them, or of the code,
 gives new Jobs, so a new run; an unrelated change (say, monitoring retention) re-runs nothing.
 
-The Jobs' service account may read pods (in the lab namespace) and nodes, and nothing else:
-the manifest records which pod ran on which node and instance type.
+The Jobs' service account may read pods (in the lab namespace) and nodes, and list pods in the
+GPU Operator's namespace, and nothing else: the manifest records which pod ran on which node and
+instance type, and AIPerf scrapes the DCGM exporters on the workers' nodes (GPU telemetry).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from jobs import modes
+from jobs.entrypoint import GPU_OPERATOR_NAMESPACE_ENV
 from components import job_code
 from components.base import PART_OF
 from components.model_store import MODEL_MOUNT, MODEL_PVC, RESULTS_MOUNT, RESULTS_PVC
@@ -72,6 +74,7 @@ class BenchmarksArgs:
     image: str  # the client image (facts/images.py), by digest when the stack locks it
     cpu_node_selector: dict[str, str]
     depends_on: list[pulumi.Resource]  # the serving graph (Ready) and the volumes
+    gpu_operator_namespace: str  # where the DCGM exporters run
 
 
 class Benchmarks(pulumi.ComponentResource):
@@ -86,7 +89,7 @@ class Benchmarks(pulumi.ComponentResource):
         code = shipped_code()
         self.plan = args.plan
 
-        reader = self._reader_rbac(name, args.namespace, child)
+        reader = self._reader_rbac(name, args.namespace, args.gpu_operator_namespace, child)
         code_map = job_code.immutable_config_map(f"{name}-code", args.namespace, code, child)
         plan_map = job_code.immutable_config_map(
             f"{name}-plan", args.namespace,
@@ -110,9 +113,10 @@ class Benchmarks(pulumi.ComponentResource):
                                "jobs": [job.metadata.name for job in self.jobs]})
 
     @staticmethod
-    def _reader_rbac(name: str, namespace: pulumi.Input[str],
+    def _reader_rbac(name: str, namespace: pulumi.Input[str], gpu_operator_namespace: str,
                      child: pulumi.ResourceOptions) -> list[pulumi.Resource]:
-        """The Jobs' service account, allowed to read pods (here) and nodes; what the Jobs need."""
+        """The Jobs' service account, allowed to read pods (here) and nodes, and to list the
+        DCGM exporter pods (GPU Operator namespace); what the Jobs need."""
         read = ["get", "list"]
         account, pods_binding = job_code.namespaced_reader(
             f"{name}-runner", f"{name}-read-pods", SERVICE_ACCOUNT, namespace,
@@ -127,7 +131,17 @@ class Benchmarks(pulumi.ComponentResource):
             role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                       "name": nodes.metadata.name},
             subjects=subject, opts=child)
-        return [account, pods_binding, nodes_binding]
+        # The exporters' pod IPs and nodes (jobs/cluster_facts.py): list pods there, nothing more.
+        exporters = k8s.rbac.v1.Role(
+            f"{name}-list-dcgm-exporters", metadata={"namespace": gpu_operator_namespace, "labels": PART_OF},
+            rules=[{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}], opts=child)
+        exporters_binding = k8s.rbac.v1.RoleBinding(
+            f"{name}-list-dcgm-exporters",
+            metadata={"namespace": gpu_operator_namespace, "labels": PART_OF},
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                      "name": exporters.metadata.name},
+            subjects=subject, opts=child)
+        return [account, pods_binding, nodes_binding, exporters_binding]
 
 
 def _repeats(args: BenchmarksArgs) -> int:
@@ -143,7 +157,7 @@ def bench_job_spec(mode: modes.Mode, config_hash: str, args: BenchmarksArgs,
                    allocate_run: bool) -> dict:
     env = {"BENCH_MODE": mode.name, "PLAN_FILE": f"{PLAN_MOUNT}/{PLAN_FILE}",
            "RESULTS_ROOT": RESULTS_MOUNT, "ALLOCATE_RUN": "1" if allocate_run else "0",
-           **TERMINAL_ENV}
+           GPU_OPERATOR_NAMESPACE_ENV: args.gpu_operator_namespace, **TERMINAL_ENV}
     container = {
         "name": "aiperf",
         "image": args.image,

@@ -12,13 +12,15 @@ Flows allowed (tests/test_network_policies.py evaluates them, and a few forbidde
 - DNS (kube-dns) from every pod; the Kubernetes API from the pods that call it.
 - lab: Dynamo pods (frontend, workers) among themselves on any port (request plane, response
   streams and NIXL side channels use ports chosen at run time); Dynamo pods -> etcd/NATS;
-  benchmark Jobs -> frontend; export Job -> Pushgateway; the Jobs that install packages or
+  benchmark Jobs -> frontend; benchmark Jobs -> the DCGM exporters' port (GPU Operator
+  namespace: AIPerf's GPU telemetry); export Job -> Pushgateway; the Jobs that install packages or
   move data (download, benchmarks, export) -> HTTPS outside the VPC (Hugging Face, PyPI, S3).
 - Prometheus -> every pod (scrapes) and the nodes (kubelet, node exporter).
 - the control plane -> the admission webhooks (Dynamo operator, Prometheus operator).
 - Pods of a platform namespace (monitoring, dynamo-system) among themselves.
-The GPU Operator's namespace is left without policy: its host-level DaemonSets do not live
-on the pod network, and the DCGM exporter there is only read by Prometheus.
+The GPU Operator's namespace is left without policy (no ingress rule of ours to open there):
+its host-level DaemonSets do not live on the pod network; its DCGM exporter, which does, is read
+by Prometheus and, through the egress rule above, by the benchmark Jobs.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import pulumi_kubernetes as k8s
 
 from components.base import PART_OF
 from components.serving_graph import FRONTEND_PORT
+from jobs.cluster_facts import DCGM_EXPORTER, DCGM_EXPORTER_LABEL, DCGM_EXPORTER_PORT
 
 ETCD_PORT, NATS_PORT, PUSHGATEWAY_PORT, DNS_PORT, HTTPS_PORT = 2379, 4222, 9091, 53, 443
 # kube-prometheus-stack 65.8.1 values: prometheusOperator.tls.internalPort (its webhook).
@@ -59,6 +62,7 @@ KV_CHECK, GPU_RELEASE = "kv-transport-check", "gpu-release"
 # The workers' system port (metrics), which the KV transport check reads: dynamo.vllm's
 # DYN_SYSTEM_PORT as the operator sets it (the PodMonitors scrape it too).
 WORKER_SYSTEM_PORT = 9090
+DCGM_EXPORTER_PODS = {"matchLabels": {DCGM_EXPORTER_LABEL: DCGM_EXPORTER}}  # jobs/cluster_facts.py
 ALL = {}  # a selector that selects every pod
 
 
@@ -79,6 +83,7 @@ class NetworkPoliciesArgs:
     lab: str  # namespace names
     dynamo_system: str
     monitoring: str
+    gpu_operator: str
     vpc_cidr: str  # nodes and the API server's endpoints (and, with the VPC CNI, pod IPs)
     depends_on: list[pulumi.Resource] = field(default_factory=list)
 
@@ -132,11 +137,14 @@ def policies(args: NetworkPoliciesArgs) -> list[dict]:
                    {"to": [{"podSelector": DYNAMO_PODS}], "ports": _ports(WORKER_SYSTEM_PORT)}, api_server])
     # The GPU release: Events through the API; pip, STS and the EKS API outside the VPC.
     policy(lab, "gpu-release", _job(GPU_RELEASE), egress=[api_server])
-    # Benchmarks: the frontend; the workers' metrics and the NATS event plane (the run's
-    # server-side evidence: AIPerf --server-metrics, jobs/event_plane.py); pod placement (API).
+    # Benchmarks: the frontend; the workers' metrics, the DCGM exporters and the NATS event
+    # plane (the run's server-side evidence: AIPerf --server-metrics and --gpu-telemetry,
+    # jobs/event_plane.py); pod placement and the exporters' pods (API).
     policy(lab, "benchmarks", _job(BENCHMARK),
            egress=[{"to": [{"podSelector": FRONTEND}], "ports": _ports(FRONTEND_PORT)},
                    {"to": [{"podSelector": DYNAMO_PODS}], "ports": _ports(WORKER_SYSTEM_PORT)},
+                   {"to": [{"namespaceSelector": _ns(args.gpu_operator), "podSelector": DCGM_EXPORTER_PODS}],
+                    "ports": _ports(DCGM_EXPORTER_PORT)},
                    {"to": [{"namespaceSelector": _ns(args.dynamo_system), "podSelector": NATS}],
                     "ports": _ports(NATS_PORT)}, api_server])
     policy(lab, "export-to-pushgateway", _job(EXPORT),

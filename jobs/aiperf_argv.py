@@ -53,6 +53,7 @@ class Evidence:
     repeats: int = 1  # AIPerf runs per step; > 1 adds a confidence aggregate
     server_metrics: bool = True  # scrape the frontend's /metrics (AIPerf's default) ...
     metrics_urls: tuple[str, ...] = ()  # ... and these Prometheus endpoints (the workers')
+    gpu_telemetry_urls: tuple[str, ...] = ()  # DCGM exporters' /metrics; none: no GPU telemetry
 
 
 def build_calls(mode: Mode, target: Target, mode_dir: str | PurePosixPath,
@@ -116,7 +117,7 @@ def _common_flags(target: Target) -> list[str]:
     return ["--model", target.model, "--tokenizer", target.tokenizer, "--url", target.url,
             "--endpoint-type", "chat", "--streaming",
             # the server's usage counts are exact; re-tokenizing random output miscounts OSL
-            "--use-server-token-count", "--ui-type", "none", "--no-gpu-telemetry"]
+            "--use-server-token-count", "--ui-type", "none"]
 
 
 def _evidence_flags(evidence: Evidence) -> list[str]:
@@ -126,6 +127,10 @@ def _evidence_flags(evidence: Evidence) -> list[str]:
         flags.append("--no-server-metrics")
     elif evidence.metrics_urls:
         flags += ["--server-metrics", *evidence.metrics_urls]
+    # DCGM exporter URLs (aiperf 0.9.0 `profile --help`, GPU Telemetry); it also tries its defaults,
+    # localhost:9400/9401, and keeps only those that answer (aiperf/gpu_telemetry/manager.py)
+    flags += (["--gpu-telemetry", *evidence.gpu_telemetry_urls] if evidence.gpu_telemetry_urls
+              else ["--no-gpu-telemetry"])
     if evidence.repeats > 1:
         # Trials with fresh prompts: a trial re-sending the previous one's prompts would be
         # served from the cache it warmed (AIPerf's default keeps one seed for all trials).

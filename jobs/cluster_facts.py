@@ -1,13 +1,16 @@
-"""Where the serving graph's pods run: pod -> node -> instance type and node role.
+"""Where the serving graph's pods run: pod -> node -> instance type and node role; the
+endpoints of its workers and of the DCGM exporters on their nodes.
 
 Read from inside a Job through the Kubernetes API with the pod's service account (read-only
-RBAC on pods in the namespace and on nodes), with the standard library only: the Job images
-carry no Kubernetes client. `placement()` is pure, for tests.
+RBAC on pods in the namespace and on nodes, list on pods in the GPU Operator's namespace),
+with the standard library only: the Job images carry no Kubernetes client. `placement()`,
+`worker_endpoints()` and `dcgm_exporter_urls()` are pure, for tests.
 
 No Pulumi import: runs inside the cluster Jobs.
 """
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 from jobs import kube_api
@@ -21,6 +24,11 @@ SYSTEM_PORT_NAME = "system"
 # The operator gives every component pod the platform's NATS address in this variable
 # (ai-dynamo/dynamo deploy/cloud/operator dynamocomponentdeployment_controller.go, "NATS_SERVER").
 NATS_ENV = "NATS_SERVER"
+# The GPU Operator's DCGM exporter DaemonSet: its pods' label and listen port
+# (NVIDIA/gpu-operator v24.9.0 assets/state-dcgm-exporter/0800_daemonset.yaml; chart values.yaml
+# dcgmExporter.env DCGM_EXPORTER_LISTEN ":9400"); it serves Prometheus text on /metrics.
+DCGM_EXPORTER_LABEL, DCGM_EXPORTER = "app", "nvidia-dcgm-exporter"
+DCGM_EXPORTER_PORT = 9400
 
 
 def placement(pods: list[dict[str, Any]], nodes: list[dict[str, Any]], graph: str,
@@ -57,6 +65,29 @@ def worker_endpoints(pods: list[dict[str, Any]], graph: str) -> tuple[list[str],
             nats = nats or next((env.get("value") for env in container.get("env", [])
                                  if env.get("name") == NATS_ENV and env.get("value")), None)
     return sorted(urls), nats
+
+
+def dcgm_exporter_urls(exporter_pods: list[dict[str, Any]], graph_pods: list[dict[str, Any]],
+                       graph: str) -> list[str]:
+    """The `/metrics` URL of every running DCGM exporter pod on a node that runs a worker pod
+    of `graph`: the GPUs the graph serves on, and no others."""
+    nodes = {pod.get("spec", {}).get("nodeName") for pod in graph_pods
+             if pod["metadata"]["name"].startswith(f"{graph}-")
+             and pod["metadata"].get("labels", {}).get(COMPONENT_TYPE_LABEL) == WORKER}
+    return sorted(f"http://{pod['status']['podIP']}:{DCGM_EXPORTER_PORT}/metrics"
+                  for pod in exporter_pods
+                  if pod["metadata"].get("labels", {}).get(DCGM_EXPORTER_LABEL) == DCGM_EXPORTER
+                  and pod.get("status", {}).get("podIP")
+                  and pod.get("spec", {}).get("nodeName") in nodes - {None})
+
+
+def read_dcgm_exporter_urls(gpu_operator_namespace: str, namespace: str, graph: str) -> list[str]:
+    """Listing pods in the GPU Operator's namespace is all the Job may do there (a Role)."""
+    selector = urllib.parse.quote(f"{DCGM_EXPORTER_LABEL}={DCGM_EXPORTER}")
+    exporters = kube_api.get(f"/api/v1/namespaces/{gpu_operator_namespace}/pods"
+                             f"?labelSelector={selector}")["items"]
+    graph_pods = kube_api.get(f"/api/v1/namespaces/{namespace}/pods")["items"]
+    return dcgm_exporter_urls(exporters, graph_pods, graph)
 
 
 def read_worker_endpoints(namespace: str, graph: str) -> tuple[list[str], str | None]:

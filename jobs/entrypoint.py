@@ -39,6 +39,7 @@ from jobs import (aiperf_argv, cluster_facts, event_plane, kv_transport, model_d
 PROFILE = "cloud"
 SWEEP_STYLE = "per_level"
 ATTEMPTS_DIR = ".attempts"
+GPU_OPERATOR_NAMESPACE_ENV = "GPU_OPERATOR_NAMESPACE"  # where the DCGM exporters run
 
 
 def now_iso(now: float | None = None) -> str:
@@ -176,8 +177,9 @@ def main(env: Mapping[str, str] = os.environ, run: Callable = subprocess.run) ->
         run_manifest.write_manifest(graph_dir, manifest)
 
     # Server-side evidence: AIPerf scrapes every worker pod's /metrics itself (beside the
-    # frontend's), so the figures cover exactly each run's window and land beside its exports,
-    # parsed like the local lab's; the event plane comes from the platform's NATS.
+    # frontend's) and the DCGM exporters on their nodes (GPU utilisation, power), so the
+    # figures cover exactly each run's window and land beside its exports, parsed like the
+    # local lab's; the event plane comes from the platform's NATS.
     try:
         metrics_urls, nats_url = cluster_facts.read_worker_endpoints(env["POD_NAMESPACE"],
                                                                      plan["graph_name"])
@@ -188,10 +190,25 @@ def main(env: Mapping[str, str] = os.environ, run: Callable = subprocess.run) ->
           f"{'from ' + nats_url if nats_url else 'not recorded (no NATS address on the workers)'}",
           flush=True)
     evidence = aiperf_argv.Evidence(slo=bench.slo, repeats=bench.repeats,
-                                    metrics_urls=tuple(metrics_urls))
+                                    metrics_urls=tuple(metrics_urls),
+                                    gpu_telemetry_urls=tuple(_dcgm_exporters(env, plan)))
     target = aiperf_argv.Target(**plan["target"])
     run_mode(mode, graph_dir, target, run=run, env=dict(env), evidence=evidence, nats_url=nats_url)
     return 0
+
+
+def _dcgm_exporters(env: Mapping[str, str], plan: dict) -> list[str]:
+    """The DCGM exporters on the workers' nodes, for AIPerf's GPU telemetry; none found (or
+    unreadable) means a benchmark without it, never a failed one."""
+    try:
+        urls = cluster_facts.read_dcgm_exporter_urls(env[GPU_OPERATOR_NAMESPACE_ENV],
+                                                     env["POD_NAMESPACE"], plan["graph_name"])
+    except (OSError, ValueError, KeyError) as err:
+        print(f"DCGM exporters unreadable ({type(err).__name__}: {err})", flush=True)
+        urls = []
+    print(f"GPU telemetry from {len(urls)} DCGM exporter(s)" if urls else
+          "GPU telemetry not collected: no DCGM exporter on the workers' nodes", flush=True)
+    return urls
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ Per AIPerf run (a step, or a sweep level): the KV-cache hit rate the router meas
 the prefix ratio that was asked for, KV-cache usage, blocks stored and evicted (Dynamo's NATS
 event plane, recorded by jobs/event_plane.py, cut to the run's window: first request start to
 last request end), and the request count the workers' `/metrics` gave AIPerf's server-metrics
-scrape. A series the serving side does not expose reads "not exposed by <component>", never
-an estimate.
+scrape, and the GPUs' utilisation and power from the DCGM exporters AIPerf scraped on the
+workers' nodes (cloud runs; report/gpu_telemetry.py), cut to the same window. A series the
+serving side does not expose reads "not exposed by <component>", never an estimate.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from jobs.event_plane import RECORDING, EventPlaneError
 from jobs.names import MODES
 from jobs.exports import ExportError
 from report.inputs import GraphRun, Problem, StepResult
+from report import gpu_telemetry
 from report.server_metrics import SERVER_METRICS_EXPORT, ServerMetrics, parse_server_metrics
 from report.tables import IDENTITY, Column, Table, relative
 
@@ -29,8 +31,6 @@ WORKER_REQUESTS = "dynamo_component_requests"
 OPTIONAL = {
     "kvbm_offload_blocks": (("kvbm_offload_blocks_d2h", "total"), "KVBM"),
     "kvbm_onboard_blocks": (("kvbm_onboard_blocks_h2d", "total"), "KVBM"),
-    "gpu_util_pct": (("DCGM_FI_DEV_GPU_UTIL", "avg"), "DCGM exporter"),
-    "gpu_power_w": (("DCGM_FI_DEV_POWER_USAGE", "avg"), "DCGM exporter"),
 }
 _HIT_STEP = re.compile(r"^hit(\d+)$")
 EVIDENCE_NOTE = (
@@ -40,7 +40,10 @@ EVIDENCE_NOTE = (
     "front, it sits a little below the requested share. At 0 % it is the test that no step reuses another's "
     "cache. **KV usage**: the busiest worker's active blocks (`kv_metrics`) / its total KV blocks "
     "(frontend `/metrics`); **evicted blocks**: KV `removed` events; **worker requests**: "
-    "the workers' request counters over the run (AIPerf's scrape of their `/metrics`).\n")
+    "the workers' request counters over the run (AIPerf's scrape of their `/metrics`); "
+    "**GPUs**: per node and GPU model, mean utilisation and mean power per GPU over the run "
+    "(the DCGM exporters on the workers' nodes, AIPerf's GPU telemetry); **energy per output "
+    "token**: those GPUs' mean power x the run's duration / its output tokens.\n")
 
 
 @dataclass
@@ -68,6 +71,10 @@ def evidence_table(runs: list[GraphRun], problems: list[Problem]) -> Table:
         Column("kv_usage_mean_pct", "KV usage mean (%)"),
         Column("blocks_stored", "blocks stored"), Column("evicted_blocks", "evicted blocks"),
         Column("worker_requests", "worker requests"),
+        Column("gpus", "GPUs: mean util, power per GPU"),
+        Column("gpu_util_pct", "GPU util mean (%)", in_markdown=False),
+        Column("gpu_power_w", "GPU power mean (W per GPU)", in_markdown=False),
+        Column("gpu_energy_j_per_token", "GPU energy per output token (J)"),
         *[Column(key, key.replace("_", " "), in_markdown=False) for key in OPTIONAL],
         Column("nixl_series", "NIXL series scraped", in_markdown=False),
         Column("not_exposed", "not exposed"), Column("source", "export", in_markdown=False)],
@@ -110,6 +117,10 @@ def _row(run: GraphRun, mode: str, result: StepResult,
     row["nixl_series"] = ", ".join(nixl) or None
     if not nixl:
         notes.append(f"NIXL transfer time, bytes: not exposed by {_component(run, 'NIXL')}")
+    gpus, gpu_note = gpu_telemetry.step_figures(run.manifest.simulated, result, window, problems)
+    row |= gpus
+    if gpu_note:
+        notes.append(gpu_note)
     if evidence is None or evidence.hit_rate_pct is None:
         notes.append(_hit_rate_absence(recording, window))
     row["not_exposed"] = "; ".join(notes)

@@ -183,7 +183,8 @@ def platform_layer(ctx: StackContext, infra: Infra) -> Platform:
     # With the namespaces, before any workload: a default deny and the flows the lab needs.
     NetworkPolicies(ctx.name, NetworkPoliciesArgs(
         lab=NAMESPACES["lab"], dynamo_system=NAMESPACES["dynamo-system"],
-        monitoring=NAMESPACES["monitoring"], vpc_cidr=cfg.vpc_cidr,
+        monitoring=NAMESPACES["monitoring"], gpu_operator=NAMESPACES["gpu-operator"],
+        vpc_cidr=cfg.vpc_cidr,
         depends_on=[ns[role] for role in ("lab", "dynamo-system", "monitoring")]), opts=opts)
     # Monitoring and the Dynamo platform run on CPU nodes with gp3 volumes: they wait for the
     # system nodes and gp3, never for a GPU node group, and install while the GPU nodes boot.
@@ -277,7 +278,8 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
     bench = Benchmarks(f"{WORKLOADS}-bench", BenchmarksArgs(
         namespace=namespace, plan=plan, modes=cfg.bench.modes(),
         image=cfg.deployed_image("client"), cpu_node_selector=cpu_nodes,
-        depends_on=[graph.graph, check.job, store.results_pvc]), opts=opts)
+        depends_on=[graph.graph, check.job, store.results_pvc],
+        gpu_operator_namespace=NAMESPACES["gpu-operator"]), opts=opts)
     ResultsExport(f"{WORKLOADS}-export", ResultsExportArgs(
         namespace=namespace, region=cfg.region, bucket_name=infra.results_bucket.bucket,
         bucket_arn=infra.results_bucket.arn, oidc_provider_arn=infra.oidc_provider_arn,

@@ -1,7 +1,10 @@
 """The single AIPerf builder: calls, labels, flags, and that every flag exists in 0.9.0."""
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +13,8 @@ from jobs.aiperf_argv import Evidence, Target, build_calls
 from jobs.modes import BenchPlan
 
 TARGET = Target(url="http://127.0.0.1:8000", model="/models/m", tokenizer="/models/m")
+AIPERF_PYTHON = Path(__file__).resolve().parent.parent / ".venvs" / "aiperf" / "bin" / "python"
+DCGM_URLS = ("http://10.0.1.7:9400/metrics", "http://10.0.1.8:9400/metrics")
 
 
 def _flag(argv, name):
@@ -110,6 +115,44 @@ def test_workers_metrics_endpoints_are_scraped_beside_the_frontend():
     assert call.argv[at + 3].startswith("--")
 
 
+def test_gpu_telemetry_scrapes_the_dcgm_exporters_given_and_is_off_without_them():
+    (call,) = build_calls(BenchPlan().multi_turn, TARGET, "/r", evidence=Evidence(gpu_telemetry_urls=DCGM_URLS))
+    at = call.argv.index("--gpu-telemetry")
+    assert call.argv[at + 1:at + 3] == DCGM_URLS and call.argv[at + 3].startswith("--")
+    assert "--no-gpu-telemetry" not in call.argv
+    (call,) = build_calls(BenchPlan().multi_turn, TARGET, "/r")
+    assert "--no-gpu-telemetry" in call.argv and "--gpu-telemetry" not in call.argv
+
+
+# What the pinned CLI makes of an argv: its own parser (cyclopts) and config model, nothing run.
+CLI_PROBE = """
+import json, sys
+from aiperf.cli import app
+command, bound, *_ = app.parse_args(sys.argv[1:], exit_on_error=False)
+config = bound.arguments["cli_config"]
+print(json.dumps({key: getattr(config, key) for key in
+                  ("gpu_telemetry", "no_gpu_telemetry", "server_metrics", "goodput")}))
+"""
+
+
+@pytest.mark.parametrize("gpu_urls", [DCGM_URLS, ()])
+def test_the_pinned_aiperf_cli_reads_the_telemetry_urls_as_given(gpu_urls):
+    if not AIPERF_PYTHON.exists():
+        pytest.skip(f"{AIPERF_PYTHON} absent: `./benchlab tools` installs the pinned AIPerf")
+    workers = ("http://10.0.1.7:9090/metrics",)
+    (call,) = build_calls(BenchPlan().multi_turn, TARGET, "/r",
+                          evidence=Evidence(metrics_urls=workers, gpu_telemetry_urls=gpu_urls))
+    result = subprocess.run([str(AIPERF_PYTHON), "-c", CLI_PROBE, *call.argv],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    parsed = json.loads(result.stdout.splitlines()[-1])
+    assert parsed["server_metrics"] == list(workers)
+    assert parsed["gpu_telemetry"] == (list(gpu_urls) or None)
+    assert parsed["no_gpu_telemetry"] is not bool(gpu_urls)
+    slo = modes.Slo()  # the argument after the URLs is read as itself, not as one more URL
+    assert parsed["goodput"] == {aiperf_argv.GOODPUT_TTFT: slo.ttft_ms, aiperf_argv.GOODPUT_ITL: slo.itl_ms}
+
+
 def test_every_step_draws_its_own_prompts():
     """A step re-sending an earlier step's prompts would be served from the cache it warmed."""
     seeds = []
@@ -158,7 +201,8 @@ def test_every_flag_exists_in_the_pinned_aiperf_help(shared):
         for mode in modes.scaled(BenchPlan(), profile).modes():
             for style in aiperf_argv.SWEEP_STYLES:
                 for evidence in (Evidence(server_metrics=False),
-                                 Evidence(metrics_urls=("http://w:9090/metrics",), repeats=2)):
+                                 Evidence(metrics_urls=("http://w:9090/metrics",), repeats=2,
+                                          gpu_telemetry_urls=DCGM_URLS)):
                     for call in build_calls(mode, TARGET, "/r", style, evidence):
                         assert call.argv[0] == "profile"
                         emitted |= {arg for arg in call.argv if arg.startswith("--")}

@@ -119,6 +119,16 @@ def test_checkov_looked_at_every_workload(scanned, mode):
     assert workloads and workloads <= checked
 
 
+def test_checkov_checked_the_rbac_in_the_gpu_operators_namespace(scanned):
+    """The benchmarks' Role and RoleBinding there (list pods) went through the RBAC checks."""
+    report, dirs = scanned
+    rbac = {p.name for p in dirs["agg"].glob("*.yaml")
+            if (doc := yaml.safe_load(p.read_text()))["kind"] in ("Role", "RoleBinding")
+            and doc["metadata"].get("namespace") == "gpu-operator"}
+    checked = {Path(c["file_abs_path"]).name for c in results(report, "passed_checks", dirs["agg"])}
+    assert len(rbac) == 2 and rbac <= checked, (rbac, checked & rbac)
+
+
 def test_a_bad_manifest_fails(scanned):
     report, dirs = scanned
     failed = {c["check_id"] for c in results(report, "failed_checks", dirs["bad"])}

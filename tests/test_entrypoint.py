@@ -192,6 +192,35 @@ def test_worker_pods_give_the_metrics_endpoints_and_the_nats_address():
     assert cluster_facts.worker_endpoints([frontend], "benchlab-agg") == ([], None)
 
 
+# The GPU Operator's DCGM exporter pods (its DaemonSet's label), one per GPU node.
+EXPORTERS = [{"metadata": {"name": f"nvidia-dcgm-exporter-{node}", "labels": {"app": "nvidia-dcgm-exporter"}},
+              "spec": {"nodeName": node}, "status": {"podIP": ip}}
+             for node, ip in (("ip-1", "10.0.1.1"), ("ip-9", "10.0.9.1"), ("ip-2", None))]
+
+
+def test_dcgm_exporters_on_the_workers_nodes_only():
+    """The frontend's node and a node without a worker are left out, as is a pod not running."""
+    on_worker_node = [*EXPORTERS, {"metadata": {"name": "gpu-feature-discovery-x", "labels": {"app": "gpu-feature-discovery"}},
+                                   "spec": {"nodeName": "ip-1"}, "status": {"podIP": "10.0.1.2"}}]
+    assert cluster_facts.dcgm_exporter_urls(on_worker_node, PODS, "benchlab-agg") == ["http://10.0.1.1:9400/metrics"]
+    assert cluster_facts.dcgm_exporter_urls(EXPORTERS, PODS, "benchlab-disagg") == []
+    assert cluster_facts.dcgm_exporter_urls([], PODS, "benchlab-agg") == []
+
+
+def test_the_exporters_are_listed_by_label_in_the_gpu_operators_namespace(monkeypatch):
+    asked = []
+
+    def get(path):
+        asked.append(path)
+        return {"items": EXPORTERS if path.startswith("/api/v1/namespaces/gpu-operator/") else PODS}
+
+    monkeypatch.setattr(cluster_facts.kube_api, "get", get)
+    assert cluster_facts.read_dcgm_exporter_urls("gpu-operator", "benchlab", "benchlab-agg") == [
+        "http://10.0.1.1:9400/metrics"]
+    assert asked == ["/api/v1/namespaces/gpu-operator/pods?labelSelector=app%3Dnvidia-dcgm-exporter",
+                     "/api/v1/namespaces/benchlab/pods"]
+
+
 def run_job(tmp_path, plan, mode, job_uid, aiperf, monkeypatch, allocate) -> int:
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(plan))
@@ -200,8 +229,11 @@ def run_job(tmp_path, plan, mode, job_uid, aiperf, monkeypatch, allocate) -> int
                         lambda ns, graph, label: cluster_facts.placement(PODS, NODES, graph, label))
     monkeypatch.setattr(cluster_facts, "read_worker_endpoints",
                         lambda ns, graph: cluster_facts.worker_endpoints(PODS, graph))
+    monkeypatch.setattr(cluster_facts, "read_dcgm_exporter_urls",
+                        lambda gpu_ns, ns, graph: cluster_facts.dcgm_exporter_urls(EXPORTERS, PODS, graph))
     return entrypoint.main({"PLAN_FILE": str(plan_file), "RESULTS_ROOT": str(tmp_path / "results"),
                             "BENCH_MODE": mode, "JOB_UID": job_uid, "POD_NAMESPACE": "benchlab",
+                            "GPU_OPERATOR_NAMESPACE": "gpu-operator",
                             "ALLOCATE_RUN": "1" if allocate else "0"}, run=aiperf)
 
 
@@ -216,9 +248,11 @@ def test_four_jobs_fill_one_run_with_a_manifest_and_a_status_per_mode(tmp_path, 
     aiperf = FakeAiperf(real_summary)
     run_id = run_campaign(tmp_path, plan, "uid", aiperf, monkeypatch)
     assert aiperf.envs and all(env["POD_NAMESPACE"] == "benchlab" for env in aiperf.envs)  # the Job's env
-    for argv in aiperf.calls:  # every call scrapes the worker pods and counts goodput
+    for argv in aiperf.calls:  # every call scrapes the worker pods and their GPUs, counts goodput
         at = argv.index("--server-metrics")
         assert argv[at + 1] == "http://10.0.0.5:9090/metrics"
+        at = argv.index("--gpu-telemetry")
+        assert argv[at + 1] == "http://10.0.1.1:9400/metrics" and argv[at + 2].startswith("--")
         assert "--goodput" in argv
     graph_dir = tmp_path / "results" / run_id / "agg"
     manifest = run_manifest.read_manifest(graph_dir)
@@ -439,10 +473,30 @@ def test_unreadable_worker_endpoints_leave_the_benchmark_running_without_them(tm
     monkeypatch.setattr(entrypoint, "require_aiperf", lambda version: None)
     monkeypatch.setattr(cluster_facts, "read_placement", lambda ns, graph, label: [])
     monkeypatch.setattr(cluster_facts, "read_worker_endpoints", unreachable)
+    monkeypatch.setattr(cluster_facts, "read_dcgm_exporter_urls", lambda gpu_ns, ns, graph: unreachable(ns, graph))
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(plan))
     assert entrypoint.main({"PLAN_FILE": str(plan_file), "RESULTS_ROOT": str(tmp_path / "results"),
                             "BENCH_MODE": "multi_turn", "JOB_UID": "u", "POD_NAMESPACE": "benchlab",
-                            "ALLOCATE_RUN": "1"}, run=aiperf) == 0
+                            "GPU_OPERATOR_NAMESPACE": "gpu-operator", "ALLOCATE_RUN": "1"}, run=aiperf) == 0
     (argv,) = aiperf.calls
     assert "--server-metrics" not in argv and "--goodput" in argv  # the frontend's alone
+    assert "--no-gpu-telemetry" in argv  # and no GPU telemetry, said in the log
+
+
+def test_no_dcgm_exporter_means_no_gpu_telemetry_and_the_log_says_so(tmp_path, real_summary, monkeypatch,
+                                                                      capsys):
+    aiperf = FakeAiperf(real_summary)
+    monkeypatch.setattr(entrypoint, "require_aiperf", lambda version: None)
+    monkeypatch.setattr(cluster_facts, "read_placement", lambda ns, graph, label: [])
+    monkeypatch.setattr(cluster_facts, "read_worker_endpoints", lambda ns, graph: ([], None))
+    monkeypatch.setattr(cluster_facts, "read_dcgm_exporter_urls",
+                        lambda gpu_ns, ns, graph: cluster_facts.dcgm_exporter_urls([], PODS, graph))
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(plan_for("agg", QUICK)))
+    assert entrypoint.main({"PLAN_FILE": str(plan_file), "RESULTS_ROOT": str(tmp_path / "results"),
+                            "BENCH_MODE": "multi_turn", "JOB_UID": "u", "POD_NAMESPACE": "benchlab",
+                            "GPU_OPERATOR_NAMESPACE": "gpu-operator", "ALLOCATE_RUN": "1"}, run=aiperf) == 0
+    (argv,) = aiperf.calls
+    assert "--no-gpu-telemetry" in argv and "--gpu-telemetry" not in argv
+    assert "GPU telemetry not collected: no DCGM exporter on the workers' nodes" in capsys.readouterr().out

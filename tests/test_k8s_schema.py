@@ -45,6 +45,9 @@ def test_every_object_validates_against_kubernetes_1_32(recording):
     objects = manifests(recording)
     kinds = {obj["kind"] for _, obj in objects}
     assert {"Namespace", "Secret", "ConfigMap"} <= kinds, kinds  # not vacuous
+    # the benchmarks' pod listing in the GPU Operator's namespace (components/benchmark_jobs.py)
+    assert {("Role", "gpu-operator"), ("RoleBinding", "gpu-operator")} <= {
+        (obj["kind"], obj["metadata"].get("namespace")) for _, obj in objects}
     problems = []
     for name, obj in objects:
         try:

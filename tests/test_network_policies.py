@@ -31,6 +31,7 @@ GRAFANA = Pod(MON, {"app.kubernetes.io/name": "grafana"})
 PUSHGATEWAY = Pod(MON, {"app.kubernetes.io/name": "prometheus-pushgateway"})
 PROMETHEUS_OPERATOR = Pod(MON, {"app": "kube-prometheus-stack-operator"})
 DCGM_EXPORTER = Pod("gpu-operator", {"app": "nvidia-dcgm-exporter"})
+GPU_OPERATOR = Pod("gpu-operator", {"app": "gpu-operator"})
 KUBE_DNS = Pod("kube-system", {"k8s-app": "kube-dns"})
 STRANGER = Pod("default", {"app": "anything"})  # any other pod of the cluster
 API_SERVER = External("10.42.10.20")  # an EKS control-plane ENI in the VPC
@@ -67,6 +68,7 @@ NEEDED = [
     ("operator -> API", OPERATOR, API_SERVER, 443, "TCP"),
     ("benchmark -> NATS (event plane)", BENCHMARK, NATS, NATS_PORT, "TCP"),
     ("benchmark -> worker metrics (server metrics)", BENCHMARK, DECODE, 9090, "TCP"),
+    ("benchmark -> DCGM exporter (GPU telemetry)", BENCHMARK, DCGM_EXPORTER, 9400, "TCP"),
     ("KV check -> frontend", KV_CHECK, FRONTEND, FRONTEND_PORT, "TCP"),
     ("KV check -> worker metrics", KV_CHECK, PREFILL, 9090, "TCP"),
     ("KV check -> API (pods, logs)", KV_CHECK, API_SERVICE, 443, "TCP"),
@@ -97,6 +99,12 @@ FORBIDDEN = [
     ("KV check -> etcd", KV_CHECK, ETCD, ETCD_PORT, "TCP"),
     ("KV check -> internet", KV_CHECK, HUGGING_FACE, 443, "TCP"),
     ("GPU release -> frontend", GPU_RELEASE, FRONTEND, FRONTEND_PORT, "TCP"),
+    ("benchmark -> DCGM exporter, another port", BENCHMARK, DCGM_EXPORTER, 5555, "TCP"),
+    ("benchmark -> another GPU Operator pod", BENCHMARK, GPU_OPERATOR, 9400, "TCP"),
+    ("benchmark -> an exporter-labelled pod elsewhere", BENCHMARK,
+     Pod("default", {"app": "nvidia-dcgm-exporter"}), 9400, "TCP"),
+    ("download -> DCGM exporter", DOWNLOAD, DCGM_EXPORTER, 9400, "TCP"),
+    ("KV check -> DCGM exporter", KV_CHECK, DCGM_EXPORTER, 9400, "TCP"),
 ]
 
 
@@ -142,7 +150,7 @@ def test_without_policies_everything_is_open():
 
 
 def test_policies_follow_the_vpc_cidr():
-    manifests = policies(NetworkPoliciesArgs(LAB, SYSTEM, MON, vpc_cidr="10.9.0.0/16"))
+    manifests = policies(NetworkPoliciesArgs(LAB, SYSTEM, MON, "gpu-operator", vpc_cidr="10.9.0.0/16"))
     assert allowed(manifests, OPERATOR, External("10.9.0.5"), 443)
     assert not allowed(manifests, OPERATOR, External("10.42.0.5"), 443)
 

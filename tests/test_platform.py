@@ -130,6 +130,16 @@ def test_node_feature_discovery_runs_on_gpu_nodes(agg, shared):
     assert GPU_TOLERATION in worker["tolerations"]
 
 
+def test_the_dcgm_exporter_listens_where_the_benchmarks_look(agg, shared):
+    """Its port, from the pinned chart's defaults, which our values leave alone."""
+    from jobs.cluster_facts import DCGM_EXPORTER_PORT
+
+    defaults = yaml.safe_load(shared("gpu-operator-v24.9.0/values.yaml").read_text())
+    listen = {e["name"]: e["value"] for e in defaults["dcgmExporter"]["env"]}["DCGM_EXPORTER_LISTEN"]
+    assert listen == f":{DCGM_EXPORTER_PORT}"
+    assert "env" not in values(agg, "gpu-operator")["dcgmExporter"]
+
+
 def test_prometheus_selects_every_monitor_and_keeps_data_on_gp3():
     rec, _ = run_platform({"monitoring": {"retention": "30d", "prometheusStorageGib": 123,
                                           "grafanaStorageGib": 7}})

@@ -404,6 +404,21 @@ def test_manifest_reader_rbac_is_read_only(lab_runs):
     assert cluster_role.inputs["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}]
 
 
+def test_the_benchmarks_may_list_pods_in_the_gpu_operators_namespace_and_nothing_else_there(lab_runs):
+    """To find the DCGM exporters on the workers' nodes (jobs/cluster_facts.py)."""
+    rec = lab_runs("agg")
+    there = [r for r in rec.resources.values() if r.type.startswith("kubernetes:rbac.authorization.k8s.io/v1:")
+             and r.plain_inputs()["metadata"].get("namespace") == "gpu-operator"]
+    role, binding = sorted(there, key=lambda r: r.type)
+    assert role.type.endswith(":Role") and binding.type.endswith(":RoleBinding")
+    assert role.plain_inputs()["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
+    assert binding.plain_inputs()["roleRef"]["kind"] == "Role"
+    assert binding.plain_inputs()["subjects"] == [{"kind": "ServiceAccount", "name": benchmark_jobs.SERVICE_ACCOUNT,
+                                                   "namespace": "benchlab"}]
+    for job in benchmark_job_resources(rec):  # and the Jobs are told where to look
+        assert env_of(container(job))["GPU_OPERATOR_NAMESPACE"] == "gpu-operator"
+
+
 def test_run_plan_records_the_graph_and_hashes_what_makes_a_run(lab_runs):
     agg, disagg = recorded_plan(lab_runs("agg")), recorded_plan(lab_runs("disagg"))
     assert agg["manifest"]["dgd_spec"] == graph(lab_runs("agg"))["spec"]
