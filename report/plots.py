@@ -5,6 +5,7 @@ None exaggerates: value axes start at zero, a log axis says so, p50 and p99 diff
 and fill as well as line style (legible in grey print), box plots say what their parts are."""
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
@@ -45,8 +46,10 @@ def draw_plots(tables: dict[str, Table], out_dir: Path) -> dict[str, Path]:
         try:
             if draw(rows, figure):
                 title = tables[name].title
-                if any(row["simulated"] for row in rows):
-                    title += f"\n{SIMULATED_NOTE}"
+                simulated = sorted({row["graph"] for row in rows if row["simulated"]})
+                if simulated:  # legends carry short names; what each simulated, here
+                    title += f"\n{SIMULATED_NOTE}\n" + "\n".join(
+                        textwrap.shorten(label, 150) for label in simulated)
                 figure.suptitle(title)
                 figure.tight_layout()
                 path = out_dir / f"{name}.png"
@@ -57,19 +60,25 @@ def draw_plots(tables: dict[str, Table], out_dir: Path) -> dict[str, Path]:
     return drawn
 
 
+def _short(label: str) -> str:
+    """A graph's label without what it simulated (the figure's title says that)."""
+    graph, simulated, _ = label.partition(" (simulated: ")
+    return f"{graph} (simulated)" if simulated else label
+
+
 def _by_graph(rows: list[Row], x: str, *ys: str) -> dict[str, list[tuple]]:
     """Points (x, *ys) per graph label, sorted by x, dropping any with an absent figure."""
     series = defaultdict(list)
     for row in rows:
         point = (row[x], *(row[y] for y in ys))
         if None not in point:
-            series[row["graph"]].append(point)
+            series[_short(row["graph"])].append(point)
     return {graph: sorted(points) for graph, points in series.items()}
 
 
 def _lines(axes, rows: list[Row], x: str, ys: list[tuple[str, str]], ylabel: str) -> bool:
     """One line per graph (a colour each) and (column, statistic) (a style each); y from 0."""
-    colours = {graph: f"C{index}" for index, graph in enumerate(sorted({r["graph"] for r in rows}))}
+    colours = {graph: f"C{index}" for index, graph in enumerate(sorted({_short(r["graph"]) for r in rows}))}
     drawn = False
     for y, stat in ys:
         for graph, points in _by_graph(rows, x, y).items():
@@ -130,7 +139,7 @@ def _sequence_distribution(rows: list[Row], figure) -> bool:
             if None in stats:
                 continue
             boxes.append(dict(zip(("whislo", "q1", "med", "q3", "whishi"), stats), fliers=[]))
-            names.append(f"{row['distribution']}\n{row['graph']}")
+            names.append(f"{row['distribution']}\n{_short(row['graph'])}")
         if boxes:
             axes.bxp(boxes, showfliers=False)
             axes.set_xticks(range(1, len(names) + 1), names, fontsize=8)
@@ -185,7 +194,7 @@ def _mark_slo(axes, rows: list[Row]) -> None:
                                                            row["tokens_per_s_per_gpu"]):
             point = (row["tokens_per_s_per_user"], row["tokens_per_s_per_gpu"])
             axes.scatter(*point, marker="*", s=220, color="gold", edgecolors="black", zorder=3)
-            axes.annotate(f"{row['graph']}: highest c meeting SLO = c{row['concurrency']}",
+            axes.annotate(f"{_short(row['graph'])}: highest c meeting SLO = c{row['concurrency']}",
                           point, fontsize=7, textcoords="offset points", xytext=(6, -12))
 
 

@@ -60,6 +60,8 @@ def test_every_request_streams_exactly_osl_tokens_counted_by_the_server():
                 assert f"min_tokens:{osl[0]}" in _flag(call.argv, "--extra-inputs")
             assert _flag(call.argv, "--model") == ["/models/m"]
             assert _flag(call.argv, "--url") == [TARGET.url]
+            # no pooled connection: Nagle on the frontend's side would hold tokens back ~40 ms
+            assert _flag(call.argv, "--connection-reuse-strategy") == ["never"]
 
 
 def test_multi_turn_flags():
