@@ -82,7 +82,21 @@ def run_checks(cfg: StackConfig, clients: AwsClients) -> list[Check]:
 
 def local_checks(cfg: StackConfig) -> list[Check]:
     """What needs no AWS call: the tools `pulumi up` and kubectl use, and who the API admits."""
-    return [check_aws_cli(), check_api_access(cfg), check_pod_fit(cfg)]
+    return [check_aws_cli(), check_api_access(cfg), check_pod_fit(cfg), check_efa_image(cfg)]
+
+
+def check_efa_image(cfg: StackConfig) -> Check:
+    """The campaign's switch to disagg over EFA needs libfabric in the serving image (validation
+    refuses the stock one once serving.mode is disagg: here it is said while agg still runs)."""
+    name = "EFA user space for disagg"
+    if cfg.serving.kv_transport != "efa":
+        return Check(name, "pass", "not needed: serving.kvTransport is tcp")
+    if not cfg.stock_serving_image():
+        return Check(name, "pass", f"from serving.image {cfg.serving.image}")
+    return Check(name, "warn", f"{cfg.images()['serving']} carries no libfabric and the GPU nodes' "
+                 "AMI has none: the switch to disagg will be refused",
+                 "build the serving image with the EFA user space (README, The disagg KV path) and "
+                 "set serving.image before switching serving.mode to disagg")
 
 
 def check_pod_fit(cfg: StackConfig) -> Check:

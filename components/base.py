@@ -22,8 +22,8 @@ PART_OF = {"app.kubernetes.io/part-of": "benchlab"}
 PRIVILEGED = {"pod-security.kubernetes.io/enforce": "privileged"}
 # Every other namespace of the lab: warn on apply and audit against the restricted profile
 # (https://kubernetes.io/docs/concepts/security/pod-security-admission/ "Pod Security Admission
-# labels for namespaces"), without enforcing it: the EFA workers mount the node's libfabric
-# (hostPath) and add IPC_LOCK, which the restricted profile forbids, and say so on every apply.
+# labels for namespaces"), without enforcing it: the EFA workers add IPC_LOCK (RDMA pins memory),
+# which the restricted profile forbids, and say so on every apply.
 RESTRICTED_WARN_AUDIT = {"pod-security.kubernetes.io/warn": "restricted",
                          "pod-security.kubernetes.io/audit": "restricted"}
 

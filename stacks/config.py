@@ -110,6 +110,10 @@ class Serving:
     # The frontend's router, the same in both modes so their cache hit rates compare; kv: the
     # KV-aware router, whose routing events are the run's measured hit rate (jobs/event_plane.py).
     router_mode: Literal["kv", "round-robin", "random"] = "kv"
+    # The frontend's and workers' image; empty: vllm-runtime of versions.dynamo. Disagg over EFA
+    # needs libfabric in it or on the node, and neither the 0.9.1 image nor the EKS AMI has it
+    # (README, "The disagg KV path"): an image built on vllm-runtime with the EFA user space.
+    image: str = ""
     kv_offload: KvOffload = KvOffload()
     ready_timeout_minutes: int = field(default=60, metadata=AT_LEAST_ONE)
     # Idle GPU nodes cost money: the node group the mode does not use is kept at size 0.
@@ -226,7 +230,12 @@ class StackConfig:
         return self.serving.mode == "disagg" and self.serving.kv_transport == "efa"
     def images(self) -> dict[str, str]:
         """The images the stack's own pods run, by pinned tag (the image lock's keys)."""
-        return {"serving": images.vllm_runtime(self.versions.dynamo), "client": images.CLIENT_IMAGE}
+        return {"serving": self.serving.image or images.vllm_runtime(self.versions.dynamo),
+                "client": images.CLIENT_IMAGE}
+
+    def stock_serving_image(self) -> bool:
+        """Whether the workers run the published vllm-runtime, which carries no libfabric."""
+        return not self.serving.image
 
     def deployed_image(self, role: Literal["serving", "client"]) -> str:
         """What a pod's `image` says: by digest when the image lock has the tag."""
@@ -326,6 +335,9 @@ def _check(cfg: StackConfig) -> list[str]:
                         f"facts/locks/{wheel_locks.AIPERF.file_name}; another version needs a new "
                         "lock: facts/versions.py, then `./benchlab lock-wheels`)")
     problems.extend(_check_image_digests(cfg.image_digests))
+    if cfg.serving.image and not images.TAGGED_REFERENCE.fullmatch(cfg.serving.image):
+        problems.append(f"{ns}:serving.image: {cfg.serving.image!r} is not a tagged image reference "
+                        f"(registry/repository:tag, e.g. {images.vllm_runtime(cfg.versions.dynamo)}-efa)")
     for name, pattern in version_patterns.items():
         value = getattr(cfg.versions, typed_mapping.snake(name))
         if not re.fullmatch(pattern, value):
@@ -415,6 +427,12 @@ def _check_workers(cfg: StackConfig) -> list[str]:
     # Checked whatever the mode now: a campaign's switch to disagg must not be where it fails.
     if cfg.serving.kv_transport == "efa":
         problems.extend(_check_efa_share(cfg))
+        if cfg.serving.mode == "disagg" and cfg.stock_serving_image():
+            problems.append(
+                f"{NAMESPACE}:serving.image: disagg over EFA needs libfabric in the serving image, and "
+                f"{images.vllm_runtime(cfg.versions.dynamo)} has none (nor do the GPU nodes: the EKS "
+                "AL2023 NVIDIA AMI installs the EFA kernel module only); set serving.image to that image "
+                "with the EFA user space added (README, The disagg KV path), or serving.kvTransport: tcp")
     return problems
 
 

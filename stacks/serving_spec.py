@@ -54,21 +54,30 @@ TCP_ENV = {"UCX_TLS": "tcp,cuda_copy"}
 # NIXL's Python API logs "Backend <name> was instantiated" at INFO (nixl 0.9.0 _api.py,
 # logging.py: NIXL_LOG_LEVEL): the transport check reads it.
 NIXL_LOG_ENV = {"NIXL_LOG_LEVEL": "INFO"}
-# The EFA user space (libfabric with its EFA provider) as the EFA installer lays it out on the
-# node. NIXL's LIBFABRIC plugin links libfabric.so.1, which neither the nixl wheel nor the
-# 0.9.1 vllm-runtime image ships (nixl-cu12 0.9.0 wheel: libplugin_LIBFABRIC.so NEEDED).
-EFA_HOST_DIR = "/opt/amazon/efa"
-EFA_VOLUME = "efa-userspace"
-# Put the node's libfabric first on the library path (the image's own LD_LIBRARY_PATH kept:
-# Kubernetes env cannot append to an image variable) and refuse to start without it: a worker
-# that cannot load LIBFABRIC must fail here, loudly, not move KV blocks some slower way.
-EFA_LAUNCH = (
-    'lib=""; for d in {efa}/lib64 {efa}/lib; do [ -e "$d/libfabric.so.1" ] && lib="$d" && break; done; '
-    'if [ -z "$lib" ]; then echo "benchlab: no libfabric.so.1 under {efa} on this node: the GPU '
-    'nodes must carry the EFA user space (efa_installer.sh without --minimal); serving.kvTransport '
-    'is efa" >&2; exit 78; fi; '
-    'export LD_LIBRARY_PATH="$lib${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"; '
-    'exec python3 -m dynamo.vllm "$@"').format(efa=EFA_HOST_DIR)
+# The EFA user space (libfabric with its EFA provider) where the EFA installer lays it out. NIXL's
+# LIBFABRIC plugin links libfabric.so.1, which neither the nixl wheel nor the 0.9.1 vllm-runtime
+# image ships (nixl-cu12 0.9.0 wheel: libplugin_LIBFABRIC.so NEEDED), and the GPU nodes' EKS
+# AL2023 NVIDIA AMI installs the EFA kernel module and rdma-core only (awslabs/amazon-eks-ami
+# templates/al2023/provisioners/install-efa.sh: efa_installer.sh --minimal). So it comes with the
+# image: vllm-runtime with `efa_installer.sh -y --skip-kmod --skip-limit-conf --no-verify`, the
+# installer's recipe for containers (serving.image; validation refuses the stock image).
+EFA_DIR = "/opt/amazon/efa"
+
+
+def efa_launch(efa_dir: str = EFA_DIR) -> str:
+    """libfabric first on the library path (the image's own LD_LIBRARY_PATH kept: Kubernetes env
+    cannot append to an image variable); none: refuse to start, loudly, rather than move KV
+    blocks some slower way."""
+    return ('lib=""; for d in {efa}/lib64 {efa}/lib; do '
+            '[ -e "$d/libfabric.so.1" ] && lib="$d" && break; done; '
+            'if [ -z "$lib" ]; then echo "benchlab: no libfabric.so.1 under {efa} in this image: '
+            'serving.kvTransport is efa; set serving.image to an image with the EFA user space '
+            '(README, The disagg KV path)" >&2; exit 78; fi; '
+            'export LD_LIBRARY_PATH="$lib${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"; '
+            'exec python3 -m dynamo.vllm "$@"').format(efa=efa_dir)
+
+
+EFA_LAUNCH = efa_launch()
 # A side channel the decode workers can reach: Dynamo sets it only for `--connector nixl`, not
 # for an explicit --kv-transfer-config (dynamo.vllm 0.9.1 args.py: overwrite_args,
 # ensure_side_channel_host); vLLM's default is localhost.
@@ -214,8 +223,6 @@ def _worker(cfg: StackConfig, group: str, workers: Workers, sub_component: str |
         if transport == "efa":
             container["command"] = ["sh", "-c", EFA_LAUNCH, "dynamo.vllm"]
             container["securityContext"] = serving_security_context((RDMA_CAPABILITY,))
-            volumes.append({"name": EFA_VOLUME, "hostPath": {"path": EFA_HOST_DIR, "type": "Directory"}})
-            mounts.append({"name": EFA_VOLUME, "mountPath": EFA_HOST_DIR, "readOnly": True})
     if sub_component == "prefill":
         offload = cfg.serving.kv_offload
         env |= {"DYN_KVBM_CPU_CACHE_GB": str(offload.cpu_cache_gib),

@@ -11,6 +11,13 @@ from cli import offline
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 AIPERF_VERSIONS = ("0.9.0", "0.13.0")
+# A serving image with the EFA user space: disagg over EFA refuses the stock one (stacks/config.py).
+EFA_IMAGE = "registry.example.com/lab/vllm-runtime:0.9.1-efa"
+
+
+def serving_mode(mode: str) -> dict:
+    """`benchlab:serving` keys for `mode`, with the image disagg over EFA needs."""
+    return {"mode": mode, **({"image": EFA_IMAGE} if mode == "disagg" else {})}
 
 
 def unpack_aiperf_exports(version: str, target: Path) -> Path:

@@ -14,6 +14,7 @@ from components import node_groups, results_bucket
 from components.network import subnet_cidrs
 from cli import offline
 from facts.instances import INSTANCE_FACTS
+from tests.conftest import EFA_IMAGE
 
 EKS = "eks:index:Cluster"
 MNG = "eks:index:ManagedNodeGroup"
@@ -45,7 +46,7 @@ def rec() -> offline.Recording:
 
 @pytest.fixture(scope="module")
 def disagg() -> offline.Recording:
-    return run(serving={"mode": "disagg"})
+    return run(serving={"mode": "disagg", "image": EFA_IMAGE})
 
 
 def node_group(rec: offline.Recording, role: str) -> offline.Resource:

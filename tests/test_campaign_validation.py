@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stacks import config
+from tests.conftest import EFA_IMAGE, serving_mode
 
 CASES = {
     "decode TP above a node's GPUs": ({"decode": {"tp": 8, "replicas": 1}}, "benchlab:serving.decode.tp: 8 "),
@@ -21,11 +22,11 @@ CASES = {
 def test_every_role_is_validated_in_both_modes(mode, case):
     serving, expected = CASES[case]
     with pytest.raises(config.ConfigError) as err:
-        config.parse({"serving": {"mode": mode, **serving}})
+        config.parse({"serving": {**serving_mode(mode), **serving}})
     assert any(p.startswith(expected) for p in err.value.problems), err.value.problems
 
 
 def test_agg_workers_are_validated_in_disagg_mode_too():
     with pytest.raises(config.ConfigError) as err:
-        config.parse({"serving": {"mode": "disagg", "agg": {"tp": 8, "replicas": 3}}})
+        config.parse({"serving": {"mode": "disagg", "image": EFA_IMAGE, "agg": {"tp": 8, "replicas": 3}}})
     assert any(p.startswith("benchlab:serving.agg: 3 replicas x TP8") for p in err.value.problems)

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from cli import offline, synth
-from tests.conftest import REPO
+from tests.conftest import REPO, serving_mode
 
 CHECKOV = REPO / ".venvs" / "checkov" / "bin" / "checkov"
 CONFIG = REPO / ".checkov.yaml"
@@ -57,7 +57,7 @@ def scanned(tmp_path_factory):
     work, scan = tmp_path_factory.mktemp("synth"), tmp_path_factory.mktemp("scan")
     config = offline.stack_config(str(REPO / "Pulumi.dev.yaml"))
     for mode in ("agg", "disagg"):
-        result = synth.synthesize({**config, "serving": {**config["serving"], "mode": mode}}, SECRETS, "dev")
+        result = synth.synthesize({**config, "serving": {**config["serving"], **serving_mode(mode)}}, SECRETS, "dev")
         if result.error is not None:
             raise result.error
         synth.write(result.recording, work / mode)

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from cli import offline
-from tests.conftest import REPO
+from tests.conftest import EFA_IMAGE, REPO
 from stacks import config
 from facts.instances import INSTANCE_FACTS
 
@@ -33,7 +33,7 @@ def test_dev_stack_file_parses_to_the_defaults(dev_config):
 
 
 def test_overrides_are_applied_and_typed():
-    cfg = config.parse({"serving": {"mode": "disagg", "decode": {"tp": 4, "replicas": 4}},
+    cfg = config.parse({"serving": {"mode": "disagg", "image": EFA_IMAGE, "decode": {"tp": 4, "replicas": 4}},
                         "nodeGroups": {"decode": {"instanceType": "g6e.12xlarge", "count": 4, "diskGib": 300}}})
     assert cfg.serving.mode == "disagg"
     assert cfg.serving.decode == config.Workers(tp=4, replicas=4)
@@ -44,7 +44,7 @@ def test_overrides_are_applied_and_typed():
 def test_unused_gpu_group_is_scaled_to_zero_and_used_one_is_not():
     agg = config.parse({})
     assert (agg.desired_nodes("prefill"), agg.desired_nodes("decode")) == (2, 0)
-    disagg = config.parse({"serving": {"mode": "disagg"}})
+    disagg = config.parse({"serving": {"mode": "disagg", "image": EFA_IMAGE}})
     assert (disagg.desired_nodes("prefill"), disagg.desired_nodes("decode")) == (2, 4)
     keep = config.parse({"serving": {"scaleUnusedGpuGroupToZero": False}})
     assert keep.desired_nodes("decode") == 4
@@ -66,7 +66,7 @@ BAD_CONFIGS = {
     "serving mode": ({"serving": {"mode": "hybrid"}}, ["serving.mode: 'hybrid'", "'agg' | 'disagg'"]),
     "TP not a power of two": ({"serving": {"agg": {"tp": 3, "replicas": 4}}},
                               ["serving.agg.tp: 3 is not allowed; allowed: 1, 2, 4, 8"]),
-    "TP larger than a node": ({"serving": {"mode": "disagg", "decode": {"tp": 8, "replicas": 1}}},
+    "TP larger than a node": ({"serving": {"mode": "disagg", "image": EFA_IMAGE, "decode": {"tp": 8, "replicas": 1}}},
                               ["serving.decode.tp: 8 is more than the 4 GPUs of one g6e.12xlarge"]),
     "replicas x TP larger than the group": ({"serving": {"agg": {"tp": 4, "replicas": 5}}},
                                             ["serving.agg: 5 replicas x TP4 = 20 GPUs, more than the 16 GPUs"]),
@@ -84,7 +84,7 @@ BAD_CONFIGS = {
                        ["results.retainBucketOnDestroy: 'yes'", "true or false"]),
     "model id": ({"model": {"id": "just-a-name"}}, ["model.id: 'just-a-name'"]),
     "KV disk tier larger than the node's disk": (
-        {"serving": {"mode": "disagg", "kvOffload": {"diskCacheGib": 4000}}},
+        {"serving": {"mode": "disagg", "image": EFA_IMAGE, "kvOffload": {"diskCacheGib": 4000}}},
         ["serving.kvOffload.diskCacheGib: 4000 GiB x 2 prefill workers per node exceeds the 6504 GiB"]),
     "mapping expected": ({"serving": "agg"}, ["benchlab:serving: 'agg'", "a mapping"]),
     "router mode": ({"serving": {"routerMode": "least-loaded"}},
@@ -94,6 +94,12 @@ BAD_CONFIGS = {
         ["serving.decode.maxNumBatchedTokens: 256 is less than benchlab:serving.decode.maxNumSeqs (512)"]),
     "no sequences": ({"serving": {"agg": {"tp": 4, "replicas": 4, "maxNumSeqs": 0}}},
                      ["serving.agg.maxNumSeqs: 0 must be at least 1"]),
+    "disagg over EFA on the stock image": (
+        {"serving": {"mode": "disagg"}},
+        ["serving.image: disagg over EFA needs libfabric", "vllm-runtime:0.9.1 has none",
+         "or serving.kvTransport: tcp"]),
+    "serving image not a tagged reference": ({"serving": {"image": "my image"}},
+                                             ["serving.image: 'my image' is not a tagged image reference"]),
     "benchmark parameter": ({"bench": {"concurrencySweep": {"concurrency": [0, 4]}}},
                             ["bench.concurrencySweep.concurrency"]),
 }
@@ -214,3 +220,15 @@ def test_an_aiperf_version_other_than_the_jobs_lock_is_rejected():
     (problem,) = problems_of({"versions": {"aiperf": "0.13.0"}})
     assert problem.startswith("benchlab:versions.aiperf: '0.13.0' is not the AIPerf the benchmark "
                               "Jobs install; allowed: '0.9.0' (the hash lock facts/locks/aiperf.lock.txt")
+
+
+def test_the_serving_image_runs_frontend_and_workers_and_is_locked_like_the_others():
+    cfg = config.parse({"serving": {"mode": "disagg", "image": EFA_IMAGE}})
+    assert cfg.images()["serving"] == EFA_IMAGE and not cfg.stock_serving_image()
+    assert cfg.deployed_image("serving") == EFA_IMAGE  # by digest once `benchlab lock-images` ran
+    digest = "sha256:" + "a" * 64
+    locked = config.parse({"serving": {"image": EFA_IMAGE}, "imageDigests": {EFA_IMAGE: digest}})
+    assert locked.deployed_image("serving").endswith("@" + digest)
+    # agg and disagg over TCP need no libfabric: the stock image stays theirs
+    assert config.parse({}).stock_serving_image()
+    assert config.parse({"serving": {"mode": "disagg", "kvTransport": "tcp"}}).stock_serving_image()

@@ -16,6 +16,7 @@ from stacks import config
 
 CRD = "dynamo-0.9.x/deploy/helm/charts/crds/templates/nvidia.com_dynamographdeployments.yaml"
 from jobs.names import GRAPHS as MODES
+from tests.conftest import EFA_IMAGE, serving_mode
 
 
 def strict(schema: dict) -> dict:
@@ -56,13 +57,13 @@ def problems(validator, manifest: dict) -> list[str]:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_rendered_graph_validates(validator, mode):
-    manifest = serving_spec.graph_manifest(config.parse({"serving": {"mode": mode}}), namespace="lab")
+    manifest = serving_spec.graph_manifest(config.parse({"serving": serving_mode(mode)}), namespace="lab")
     assert problems(validator, manifest) == []
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_registered_graph_validates(validator, run_lab, mode):
-    recording = run_lab(overrides={"serving": {"mode": mode}})
+    recording = run_lab(overrides={"serving": serving_mode(mode)})
     graphs = recording.of_type(f"kubernetes:{serving_spec.API_VERSION}:{serving_spec.KIND}")
     assert len(graphs) == 1
     manifest = synth.redact(graphs[0].inputs)  # as `benchlab synth` writes it
@@ -76,7 +77,7 @@ def test_registered_graph_validates(validator, run_lab, mode):
     (("spec", "services", "Frontend", "extraPodSpec", "mainContainer"), "imagePullPolicyy"),
 ])
 def test_an_unknown_field_fails(validator, where, field):
-    manifest = serving_spec.graph_manifest(config.parse({"serving": {"mode": "disagg"}}))
+    manifest = serving_spec.graph_manifest(config.parse({"serving": {"mode": "disagg", "image": EFA_IMAGE}}))
     node = manifest
     for key in where:
         node = node[key]

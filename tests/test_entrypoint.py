@@ -27,6 +27,7 @@ from components import benchmark_jobs, job_code
 from facts import wheel_locks
 from stacks import run_plan as run_plan_module
 from stacks import config
+from tests.conftest import serving_mode
 
 FIXTURES = Path(__file__).parent / "fixtures" / "aiperf-0.9.0" / "exports.tar.gz"
 SUMMARY = "disagg/concurrency_sweep/c1/profile_export_aiperf.json"
@@ -61,7 +62,7 @@ class FakeAiperf:
 
 
 def plan_for(mode: str = "agg", bench: dict | None = None) -> dict:
-    cfg = config.parse({"serving": {"mode": mode}, **({"bench": bench} if bench else {})})
+    cfg = config.parse({"serving": serving_mode(mode), **({"bench": bench} if bench else {})})
     return run_plan_module.run_plan(cfg, code_sha="test")
 
 

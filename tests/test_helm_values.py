@@ -10,6 +10,7 @@ import yaml
 
 from components.helm import deep_merge
 from cli import offline
+from tests.conftest import serving_mode
 
 HELM_TYPES = ("kubernetes:helm.sh/v3:Release", "kubernetes:helm.sh/v4:Chart")
 DYNAMO_CHARTS = "dynamo-0.9.x/deploy/helm/charts"
@@ -104,7 +105,7 @@ def helm_installs(rec: offline.Recording) -> Iterator[offline.Resource]:
 def recording(request):
     from tests.conftest import REPO
     config = offline.stack_config(str(REPO / "Pulumi.dev.yaml"))
-    return offline.run_program({**config, "serving": {"mode": request.param}}, {"hfToken": "hf_x"})
+    return offline.run_program({**config, "serving": serving_mode(request.param)}, {"hfToken": "hf_x"})
 
 
 def test_every_value_key_exists_in_the_pinned_chart(recording, shared):

@@ -8,6 +8,7 @@ import kubernetes_validate
 import pytest
 
 from cli import offline
+from tests.conftest import serving_mode
 
 KUBERNETES_VERSION = "1.32"
 NOT_OBJECTS = ("kubernetes:helm.sh/", "kubernetes:yaml/", "kubernetes:kustomize/")
@@ -38,7 +39,7 @@ def manifests(rec: offline.Recording) -> list[tuple[str, dict]]:
 def recording(request):
     from tests.conftest import REPO
     config = offline.stack_config(str(REPO / "Pulumi.dev.yaml"))
-    return offline.run_program({**config, "serving": {"mode": request.param}}, {"hfToken": "hf_x"})
+    return offline.run_program({**config, "serving": serving_mode(request.param)}, {"hfToken": "hf_x"})
 
 
 def test_every_object_validates_against_kubernetes_1_32(recording):

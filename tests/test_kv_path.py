@@ -6,12 +6,14 @@ privilege escalation, capabilities or API token, the model store read-only."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
 from components import job_code
 from stacks import config, serving_spec
 from tests.test_dgd_schema import problems, validator  # noqa: F401  (fixture)
+from tests.conftest import EFA_IMAGE, serving_mode
 
 EFA = serving_spec.EFA_RESOURCE
 
@@ -38,8 +40,8 @@ def nixl_entry(service: dict) -> dict:
     return cfg
 
 
-DISAGG = {"serving": {"mode": "disagg"}}
-TCP = {"serving": {"mode": "disagg", "kvTransport": "tcp"}}
+DISAGG = {"serving": {"mode": "disagg", "image": EFA_IMAGE}}
+TCP = {"serving": {"mode": "disagg", "image": EFA_IMAGE, "kvTransport": "tcp"}}
 
 
 def test_default_disagg_gives_every_worker_its_own_efa_interfaces():
@@ -68,12 +70,33 @@ def test_efa_workers_select_libfabric_with_the_efa_provider_and_the_nodes_libfab
         assert values["FI_PROVIDER"] == "efa" and values["FI_EFA_ENABLE_SHM_TRANSFER"] == "0"
         assert values["FI_EFA_USE_DEVICE_RDMA"] == "1" and values["NIXL_LOG_LEVEL"] == "INFO"
         assert "UCX_TLS" not in values
-        assert {"name": serving_spec.EFA_VOLUME, "hostPath": {
-            "path": "/opt/amazon/efa", "type": "Directory"}} in worker["extraPodSpec"]["volumes"]
-        assert {"name": serving_spec.EFA_VOLUME, "mountPath": "/opt/amazon/efa",
-                "readOnly": True} in main["volumeMounts"]
-        assert main["command"][:2] == ["sh", "-c"] and "exit 78" in main["command"][2]
+        # libfabric comes with the image: no hostPath into the node
+        assert not [v for v in worker["extraPodSpec"]["volumes"] if "hostPath" in v]
+        assert main["command"] == ["sh", "-c", serving_spec.EFA_LAUNCH, "dynamo.vllm"]
         assert main["env"] == [serving_spec.SIDE_CHANNEL_HOST]
+
+
+@pytest.mark.parametrize("present, found", [
+    (("lib64", "lib"), "lib64"),  # where the EFA installer puts it on x86_64
+    (("lib",), "lib"),
+    ((), None),                   # the stock image: refuse to start
+])
+def test_the_launcher_puts_the_images_libfabric_first_or_refuses_to_start(tmp_path, present, found):
+    for directory in present:
+        (tmp_path / "efa" / directory).mkdir(parents=True)
+        (tmp_path / "efa" / directory / "libfabric.so.1").touch()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text('#!/bin/sh\necho "LD=$LD_LIBRARY_PATH ARGS=$*"\n')
+    (bin_dir / "python3").chmod(0o755)
+    done = subprocess.run(["sh", "-c", serving_spec.efa_launch(str(tmp_path / "efa")), "dynamo.vllm",
+                           "--model", "/m"], capture_output=True, text=True,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "LD_LIBRARY_PATH": "/cuda"})
+    if found is None:
+        assert done.returncode == 78 and "serving.image" in done.stderr
+    else:
+        assert done.returncode == 0
+        assert done.stdout.strip() == f"LD={tmp_path / 'efa' / found}:/cuda ARGS=-m dynamo.vllm --model /m"
 
 
 def test_prefill_keeps_kvbm_in_front_of_nixl():
@@ -84,9 +107,9 @@ def test_prefill_keeps_kvbm_in_front_of_nixl():
 
 @pytest.mark.parametrize("overrides, key, slots", [
     # the old default: 8 TP2 decode workers on 4 g6e.12xlarge (1 EFA interface each)
-    ({"serving": {"mode": "disagg", "decode": {"tp": 2, "replicas": 8}}}, "serving.decode.replicas: 8", 4),
+    ({"serving": {"mode": "disagg", "image": EFA_IMAGE, "decode": {"tp": 2, "replicas": 8}}}, "serving.decode.replicas: 8", 4),
     # 16 TP1 prefill workers on 2 p4d.24xlarge (4 EFA interfaces each)
-    ({"serving": {"mode": "disagg", "prefill": {"tp": 1, "replicas": 16},
+    ({"serving": {"mode": "disagg", "image": EFA_IMAGE, "prefill": {"tp": 1, "replicas": 16},
                   "kvOffload": {"diskCacheGib": 30}}}, "serving.prefill.replicas: 16", 8),
 ])
 def test_a_worker_without_an_efa_interface_is_refused_unless_tcp_is_chosen(overrides, key, slots):
@@ -120,7 +143,7 @@ def test_explicit_tcp_requests_no_efa_and_no_capability():
         assert main["command"] == ["python3", "-m", "dynamo.vllm"]
         assert all("hostPath" not in v for v in worker["extraPodSpec"]["volumes"])
     # tcp packs the nodes' GPUs again: 8 TP2 decode workers on 4 g6e.12xlarge
-    assert config.parse({"serving": {"mode": "disagg", "kvTransport": "tcp",
+    assert config.parse({"serving": {"mode": "disagg", "image": EFA_IMAGE, "kvTransport": "tcp",
                                      "decode": {"tp": 2, "replicas": 8}}})
 
 
@@ -159,7 +182,7 @@ def job(recording, suffix: str):
 
 @pytest.mark.parametrize("mode, transport, router", [("agg", "none", "1"), ("disagg", "efa", "1")])
 def test_order_graph_is_dgd_then_transport_check_then_first_benchmark(run_lab, mode, transport, router):
-    rec = run_lab(overrides={"serving": {"mode": mode}})
+    rec = run_lab(overrides={"serving": serving_mode(mode)})
     (dgd,) = rec.of_type(DGD)
     check, first = job(rec, "-kv-check-job"), job(rec, "-bench-concurrency-sweep")
     assert rec.waits_for(check, dgd) and rec.waits_for(first, check)
@@ -176,7 +199,7 @@ def test_order_graph_is_dgd_then_transport_check_then_first_benchmark(run_lab, m
 
 
 def test_transport_check_reads_pods_and_logs_only(run_lab):
-    rec = run_lab(overrides={"serving": {"mode": "disagg"}})
+    rec = run_lab(overrides={"serving": {"mode": "disagg", "image": EFA_IMAGE}})
     (role,) = [r for r in rec.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role")
                if r.name.endswith("-kv-check-read-pods")]
     assert role.inputs["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
@@ -184,7 +207,7 @@ def test_transport_check_reads_pods_and_logs_only(run_lab):
 
 
 def test_the_labs_namespaces_warn_and_audit_against_the_restricted_profile(run_lab):
-    rec = run_lab(overrides={"serving": {"mode": "disagg"}})
+    rec = run_lab(overrides={"serving": {"mode": "disagg", "image": EFA_IMAGE}})
     labels = {ns.inputs["metadata"]["name"]: ns.inputs["metadata"]["labels"]
               for ns in rec.of_type("kubernetes:core/v1:Namespace")}
     assert set(labels) == {"gpu-operator", "monitoring", "dynamo-system", "benchlab"}
@@ -199,7 +222,7 @@ def test_the_labs_namespaces_warn_and_audit_against_the_restricted_profile(run_l
 
 def test_synth_of_the_dev_stacks_disagg_graph_gives_every_worker_efa(run_lab):
     from cli import synth
-    rec = run_lab(overrides={"serving": {"mode": "disagg"}})  # Pulumi.dev.yaml, disagg
+    rec = run_lab(overrides={"serving": {"mode": "disagg", "image": EFA_IMAGE}})  # Pulumi.dev.yaml, disagg
     (dgd,) = rec.of_type(DGD)
     workers = {name: service for name, service in synth.redact(dgd.inputs)["spec"]["services"].items()
                if service["componentType"] == "worker"}

@@ -8,7 +8,7 @@ import pytest
 
 from cli import offline
 from stacks import config
-from tests.conftest import REPO
+from tests.conftest import REPO, serving_mode
 
 DEV = offline.stack_config(str(REPO / "Pulumi.dev.yaml"))
 LONGEST = "a" + "-" * 2 + "z" * (config.MAX_STACK_NAME - 3)
@@ -60,7 +60,7 @@ def name_problems(rec: offline.Recording) -> list[str]:
 
 @pytest.mark.parametrize("mode", ["agg", "disagg"])
 def test_every_name_and_label_fits_with_the_longest_stack_name(mode):
-    rec = offline.run_program({**DEV, "serving": {**DEV["serving"], "mode": mode}}, stack=LONGEST)
+    rec = offline.run_program({**DEV, "serving": {**DEV["serving"], **serving_mode(mode)}}, stack=LONGEST)
     assert rec.one("eks:index:Cluster").plain_inputs()["name"] == f"benchlab-{LONGEST}"
     assert name_problems(rec) == []
     jobs = rec.of_type("kubernetes:batch/v1:Job")

@@ -14,7 +14,7 @@ from components import node_groups
 from facts.instances import INSTANCE_FACTS
 from facts.node_capacity import NODE_LIMITS, ephemeral_disk_gib
 from stacks import config
-from tests.conftest import REPO
+from tests.conftest import EFA_IMAGE, REPO
 
 TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 DEV = offline.stack_config(str(REPO / "Pulumi.dev.yaml"))
@@ -69,7 +69,7 @@ def test_kvbm_disk_tier_fits_the_instance_store_not_the_root_volume():
     # p4d: 8 x 1000 GB NVMe = 7450 GiB; 2 TP4 prefill workers per node; 200 GiB stay for images
     disk = ephemeral_disk_gib("p4d.24xlarge", 500)
     assert round(disk) == 7451
-    fits = {"serving": {"mode": "disagg", "kvOffload": {"diskCacheGib": 2000}}}
+    fits = {"serving": {"mode": "disagg", "image": EFA_IMAGE, "kvOffload": {"diskCacheGib": 2000}}}
     assert config.parse(fits).serving.kv_offload.disk_cache_gib == 2000  # > the 500 GiB root volume
     with pytest.raises(config.ConfigError) as err:
         config.parse({"serving": {"kvOffload": {"diskCacheGib": 4000}}})

@@ -15,7 +15,7 @@ from jobs import push_summary
 from components.cluster import GPU_TAINT_EFFECT, GPU_TAINT_KEY
 from cli import offline
 from stacks import compose, config
-from tests.conftest import REPO
+from tests.conftest import REPO, serving_mode
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 CHART_V4 = "kubernetes:helm.sh/v4:Chart"
@@ -334,7 +334,7 @@ def test_grafana_password_is_generated_when_not_configured(agg):
 # --- order ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module", params=["agg", "disagg"])
 def any_mode(request):
-    return run_platform({"serving": {"mode": request.param}})[0]
+    return run_platform({"serving": serving_mode(request.param)})[0]
 
 
 CPU_PIECES = ["kube-prometheus-stack", "pushgateway", "dynamo-platform"]

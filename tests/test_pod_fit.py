@@ -10,7 +10,7 @@ import pytest
 from cli import offline
 from facts.node_capacity import allocatable, kube_reserved_cpu_millis
 from stacks import config, pod_fit
-from tests.conftest import REPO
+from tests.conftest import REPO, serving_mode
 
 STACK_FILES = sorted(p.name for p in REPO.glob("Pulumi.*.yaml"))
 DEV = offline.stack_config(str(REPO / "Pulumi.dev.yaml"))
@@ -40,7 +40,7 @@ def shape(pod: pod_fit.Pod) -> tuple:
 def rendered(request):
     stack_file, mode = request.param
     values = offline.stack_config(str(REPO / stack_file))
-    values["serving"] = {**values.get("serving", {}), "mode": mode}
+    values["serving"] = {**values.get("serving", {}), **serving_mode(mode)}
     return config.parse(values), offline.run_program(values)
 
 

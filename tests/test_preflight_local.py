@@ -71,3 +71,11 @@ def test_pod_fit_is_checked_with_the_rest():
     small = config.parse({"nodeGroups": {"system": {"instanceType": "m5.xlarge", "count": 2, "diskGib": 80}}})
     check = preflight.check_pod_fit(small)
     assert check.status == "fail" and "nodeGroups.system.instanceType" in check.detail
+
+
+def test_the_switch_to_disagg_over_efa_is_warned_of_while_agg_runs_on_the_stock_image():
+    stock = preflight.check_efa_image(config.parse({}))
+    assert stock.status == "warn" and "serving.image" in stock.fix and "no libfabric" in stock.detail
+    built = config.parse({"serving": {"image": "registry.example.com/lab/vllm-runtime:0.9.1-efa"}})
+    assert preflight.check_efa_image(built).status == "pass"
+    assert preflight.check_efa_image(config.parse({"serving": {"kvTransport": "tcp"}})).status == "pass"

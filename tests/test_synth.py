@@ -16,7 +16,7 @@ import yaml
 from components import volume_guard
 from cli import cli, offline, stack_file, synth
 from stacks import compose as program
-from tests.conftest import REPO
+from tests.conftest import REPO, serving_mode
 from tests.test_dgd_schema import CRD as DGD_CRD
 from tests.test_dgd_schema import strict
 
@@ -31,7 +31,7 @@ DEV_CONFIG = offline.stack_config(str(REPO / "Pulumi.dev.yaml"))
 @pytest.fixture(scope="module", params=MODES)
 def synthesized(request, tmp_path_factory):
     """(recording, output directory, what was written) for one serving mode, with secrets set."""
-    config = {**DEV_CONFIG, "serving": {**DEV_CONFIG["serving"], "mode": request.param}}
+    config = {**DEV_CONFIG, "serving": {**DEV_CONFIG["serving"], **serving_mode(request.param)}}
     result = synth.synthesize(config, SECRETS, "dev")
     if result.error is not None:
         raise result.error
@@ -268,7 +268,7 @@ def test_destroy_releases_the_gpu_node_groups_first(mode):
     """GPUs bill only while they measure: no resource depends on a GPU node group, so `pulumi
     destroy` deletes both at once, at its start, while the graph goes through the operator
     (which still runs: the graph waits for the platform)."""
-    recording = offline.run_program({**DEV_CONFIG, "serving": {**DEV_CONFIG["serving"], "mode": mode}})
+    recording = offline.run_program({**DEV_CONFIG, "serving": {**DEV_CONFIG["serving"], **serving_mode(mode)}})
     groups = [recording.one("eks:index:ManagedNodeGroup", f"benchlab-dev-{g}") for g in ("prefill", "decode")]
     dependents = [r.name for r in recording.resources.values() for g in groups
                   if r.urn != g.urn and recording.waits_for(r, g)]

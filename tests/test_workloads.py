@@ -21,7 +21,7 @@ from stacks import serving_spec
 from components.base import HF_TOKEN_KEY, HF_TOKEN_SECRET
 from components.cluster import ROLE_LABEL
 from cli import offline
-from tests.conftest import REPO
+from tests.conftest import REPO, serving_mode
 
 JOB = "kubernetes:batch/v1:Job"
 PVC = "kubernetes:core/v1:PersistentVolumeClaim"
@@ -45,7 +45,7 @@ def lab_runs():
         key = json.dumps([mode, overrides, secrets], sort_keys=True)
         if key not in cache:
             config = {**dev, **(overrides or {})}
-            config["serving"] = {**dev["serving"], **config.get("serving", {}), "mode": mode}
+            config["serving"] = {**dev["serving"], **config.get("serving", {}), **serving_mode(mode)}
             cache[key] = offline.run_program(config, secrets)
         return cache[key]
     return get
