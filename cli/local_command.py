@@ -87,13 +87,13 @@ def run(args: argparse.Namespace) -> int:
         except isolation.IsolationError as err:
             raise CliError(str(err)) from None
         return _run_inside(args, run_as.from_env())
-    _stack(args.stack)  # a bad stack config fails before any install
+    stack = _stack(args.stack)  # a bad stack config fails before any install
     namespace = _namespace_prefix(args.isolation)
     if namespace is None:
         _check_ports(args)  # on the host's loopback a busy port fails before any install
     user = run_as.unprivileged_user()
     try:
-        user = _prepare(args, user)
+        user = _prepare(args, stack, user)
     except KeyboardInterrupt:  # nothing of the lab runs yet
         print("benchlab local: interrupted during setup", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
-def _prepare(args: argparse.Namespace, user: run_as.RunAs | None) -> run_as.RunAs | None:
+def _prepare(args: argparse.Namespace, stack: StackConfig,
+             user: run_as.RunAs | None) -> run_as.RunAs | None:
     """Everything that needs the real network or is slow to repeat: done once, outside.
     Returns whom the lab's processes run as."""
     tools = args.tools_dir.resolve()
@@ -112,7 +113,7 @@ def _prepare(args: argparse.Namespace, user: run_as.RunAs | None) -> run_as.RunA
     except tool_venvs.ToolSetupError as err:
         raise CliError(str(err)) from None
     model = ensure_model_dir(args.work_dir.resolve() / "model")
-    _twin(args, install=not args.no_install)  # the tables, made once and cached
+    _twin(args, stack, install=not args.no_install)  # the tables, made once and cached
     if user is None:
         return None
     for directory in (args.out.resolve(), args.work_dir.resolve()):
@@ -141,7 +142,7 @@ def _prepare(args: argparse.Namespace, user: run_as.RunAs | None) -> run_as.RunA
         return fallback
 
 
-def _twin(args: argparse.Namespace, install: bool):
+def _twin(args: argparse.Namespace, stack: StackConfig, install: bool):
     """The twin of the graphs (None when off): AIConfigurator's tables for the stack's workers."""
     if args.twin is False:
         return None
@@ -156,7 +157,6 @@ def _twin(args: argparse.Namespace, install: bool):
     from planner import aiconfigurator, twin
     from planner.inputs import PlanInputError
     try:
-        stack = _stack(args.stack)
         return twin.lab_twin(stack, modes.scaled(stack.bench, args.preset),
                              args.graphs, tools / TWIN_TABLES, tools)
     except (PlanInputError, aiconfigurator.AicError) as err:
@@ -200,7 +200,7 @@ def _run_inside(args: argparse.Namespace, user: run_as.RunAs | None) -> int:
     _check_ports(args)
     stack = _stack(args.stack)
     plan = modes.scaled(stack.bench, args.preset)
-    lab_twin = _twin(args, install=False)
+    lab_twin = _twin(args, stack, install=False)
     for graph, record in (lab_twin.records if lab_twin else {}).items():
         print(f"benchlab local: {graph}: twin of {record['summary']} ({record['timing']})"
               + "".join(f"; modelled instead: {caveat}" for caveat in record["modelled_instead"]))
@@ -212,7 +212,7 @@ def _run_inside(args: argparse.Namespace, user: run_as.RunAs | None) -> int:
         aiperf=tool_venvs.tool_path(tool_venvs.AIPERF, tools, "aiperf"),
         frontend_port=args.frontend_port, nats_port=args.nats_port,
         router_mode=args.router_mode or stack.serving.router_mode, sweep_style=args.sweep_style,
-        run_as=user, predictions=_predictions(args), stack=stack,
+        run_as=user, predictions=_predictions(args, stack), stack=stack,
         worker_args=lab_twin.worker_args if lab_twin else {},
         twin=lab_twin.records if lab_twin else {})
     progress = Progress(plan.planned_seconds * len(args.graphs))
@@ -228,7 +228,7 @@ def _run_inside(args: argparse.Namespace, user: run_as.RunAs | None) -> int:
     return 0 if run.all_ok and report else 1
 
 
-def _predictions(args: argparse.Namespace) -> dict[str, dict]:
+def _predictions(args: argparse.Namespace, stack: StackConfig) -> dict[str, dict]:
     """graph -> what `benchlab plan` predicted for the cloud graph this run simulates."""
     path = args.plan or default_plan_out(args.stack or "dev") / PLAN_JSON
     if not path.is_file():
@@ -240,7 +240,6 @@ def _predictions(args: argparse.Namespace) -> dict[str, dict]:
         body = json.loads(path.read_text())
     except ValueError as err:
         raise CliError(f"{path}: not JSON ({err})") from None
-    stack = _stack(args.stack)
     found = {graph: prediction_for(body, cloud_shape.manifest("", graph, args.preset, "", "", stack=stack))
              for graph in args.graphs}
     for graph, record in found.items():

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlparse
 
+from jobs.exports import numbered_lines
+
 # Core subscriptions; `*.kv-events` (not `>`) so the JetStream redeliveries to the router's
 # inbox are not recorded twice.
 SUBJECTS = ("namespace.*.kv-hit-rate", "namespace.*.kv_metrics", "*.kv-events")
@@ -157,17 +159,8 @@ def read_recording(path: Path) -> list[Message]:
     """Every message of a recording; a file that cannot be read, or a line that is not a
     record, is an error. A last line without its newline (the recorder stopped mid-write) is
     dropped."""
-    try:
-        text = path.read_text()
-        lines = text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]
-    except FileNotFoundError:
-        raise EventPlaneError(path, "missing") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise EventPlaneError(path, f"unreadable ({err})") from None
     messages = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, line in numbered_lines(path, EventPlaneError, whole_lines_only=True):
         try:
             row = json.loads(line)
             messages.append(Message(float(row["t"]), str(row["subject"]),

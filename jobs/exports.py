@@ -143,18 +143,27 @@ def parse_sweep_aggregate(path: Path) -> list[ProfileExport]:
     return levels
 
 
+def numbered_lines(path: Path, error: type[Exception] = ExportError,
+                   whole_lines_only: bool = False) -> list[tuple[int, str]]:
+    """The non-blank lines of a JSON-lines file, numbered from 1; a missing or unreadable file
+    raises `error(path, problem)`. `whole_lines_only`: a last line without its newline (its
+    writer stopped mid-line) is dropped."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise error(path, "missing") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(path, f"unreadable ({err})") from None
+    lines = text.splitlines()
+    if whole_lines_only and not text.endswith("\n"):
+        lines = lines[:-1]
+    return [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
+
+
 def parse_request_records(path: Path) -> list[RequestRecord]:
     """The profiling-phase requests of one `profile_export.jsonl` (warm-up requests dropped)."""
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        raise ExportError(path, "missing") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ExportError(path, f"unreadable ({err})") from None
     records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, line in numbered_lines(path):
         try:
             row = json.loads(line)
             meta = row["metadata"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-from jobs.exports import ExportError
+from jobs.exports import ExportError, numbered_lines
 from report.inputs import Problem, StepResult
 
 GPU_TELEMETRY_EXPORT = "gpu_telemetry_export.jsonl"
@@ -45,14 +45,8 @@ class NodeGpus:
 
 
 def parse_gpu_telemetry(path: Path) -> list[Sample]:
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ExportError(path, f"unreadable ({err})") from err
     samples = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for number, line in numbered_lines(path):
         try:
             row = json.loads(line)
             data = row["telemetry_data"]

@@ -55,8 +55,10 @@ def test_a_malformed_or_missing_export_is_named(tmp_path, captured):
     broken.write_text(good[0].replace('"gpu_utilization":', '"gpu_utilization":"busy","x":') + "\n")
     with pytest.raises(ExportError, match="line 1: .*'busy' is not a number"):
         parse_gpu_telemetry(broken)
-    with pytest.raises(ExportError, match="unreadable"):
+    with pytest.raises(ExportError, match="missing"):  # named as the other exports name it
         parse_gpu_telemetry(tmp_path / "absent.jsonl")
+    with pytest.raises(ExportError, match="unreadable"):
+        parse_gpu_telemetry(tmp_path)  # a directory where the file should be
 
 
 def _report_rows(captured: Path, tmp_path: Path, simulated: bool) -> list[dict]:

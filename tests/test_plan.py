@@ -294,10 +294,12 @@ def test_the_local_lab_records_the_dev_plan_for_the_graphs_it_simulates(dev_plan
 
     from cli.local_command import _predictions
     from jobs.run_manifest import read_manifest
+    from stacks.config import StackConfig
     from local_lab import cloud_shape
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(dev_plan.to_json()))
-    found = _predictions(argparse.Namespace(plan=path, stack=None, graphs=("agg", "disagg"), preset="quick"))
+    found = _predictions(argparse.Namespace(plan=path, stack=None, graphs=("agg", "disagg"), preset="quick"),
+                         StackConfig())
     assert set(found) == {"agg", "disagg"}
     assert found["disagg"]["predictions"] == json.loads(path.read_text())["graphs"]["disagg"]["as_configured"]["predictions"]
     assert "agg: recording the predictions of" in capsys.readouterr().out
