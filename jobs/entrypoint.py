@@ -34,11 +34,10 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from jobs import (aiperf_argv, cluster_facts, event_plane, kv_transport, model_download, modes,
-                  run_manifest, runs)
+                  run_manifest, runs, serving_probe)
 
 PROFILE = "cloud"
 SWEEP_STYLE = "per_level"
-ATTEMPTS_DIR = ".attempts"
 GPU_OPERATOR_NAMESPACE_ENV = "GPU_OPERATOR_NAMESPACE"  # where the DCGM exporters run
 
 
@@ -61,27 +60,17 @@ def require_aiperf(version: str) -> None:
                           "the Job's install step did not provide the locked AIPerf; running nothing")
 
 
-def set_aside(mode_dir: Path) -> Path | None:
-    """Move an unfinished attempt out of the way (kept for diagnosis, never overwritten)."""
-    if not mode_dir.exists():
-        return None
-    attempts = mode_dir.parent / ATTEMPTS_DIR
-    attempts.mkdir(exist_ok=True)
-    number = 1
-    while (attempts / f"{mode_dir.name}-{number}").exists():
-        number += 1
-    target = attempts / f"{mode_dir.name}-{number}"
-    mode_dir.rename(target)
-    return target
-
-
 def run_mode(mode: modes.Mode, graph_dir: Path, target: aiperf_argv.Target,
              run: Callable = subprocess.run, clock: Callable[[], float] = time.time,
              env: Mapping[str, str] | None = None,
              evidence: aiperf_argv.Evidence = aiperf_argv.Evidence(),
-             nats_url: str | None = None) -> run_manifest.ModeStatus:
+             nats_url: str | None = None,
+             probe: Callable[[], bool] | None = None) -> run_manifest.ModeStatus:
     """Run every AIPerf call of `mode`, recording the NATS event plane meanwhile when
-    `nats_url` is known; write and return its status."""
+    `nats_url` is known; write and return its status. After a failed call, `probe` (by
+    default 1-token requests to the target) tells a failed step from a server that stopped
+    answering: then the mode's later steps are not run."""
+    probe = probe or (lambda: serving_probe.still_serving(target.url, target.model))
     mode_dir = graph_dir / mode.name
     try:
         finished = run_manifest.read_status(mode_dir)
@@ -90,23 +79,31 @@ def run_mode(mode: modes.Mode, graph_dir: Path, target: aiperf_argv.Target,
             return finished
     except run_manifest.ManifestError:
         pass
-    moved = set_aside(mode_dir)
+    moved = run_manifest.set_aside(mode_dir)
     if moved:
         print(f"{mode.name}: an earlier attempt was left unfinished; moved to {moved}", flush=True)
     mode_dir.mkdir(parents=True)
 
     calls = aiperf_argv.build_calls(mode, target, mode_dir, SWEEP_STYLE, evidence)
-    started, failures = now_iso(clock()), []
+    started, failures, ran = now_iso(clock()), [], []
     with _recording(nats_url, mode_dir / event_plane.RECORDING):
         for call in calls:
             print(f"{mode.name}/{call.step}: aiperf {' '.join(call.argv)}", flush=True)
             result = run([sys.executable, "-m", "aiperf", *call.argv], env=env)
-            if result.returncode != 0:
+            ran.append(call.step)
+            if result.returncode == 0:
+                continue
+            if probe():
                 failures.append(f"{call.step}: aiperf exited {result.returncode}")
+                continue
+            not_run = [later.step for later in calls[len(ran):]]
+            failures.append(serving_probe.stopped_answering(call.step, result.returncode)
+                            + (f"; not run: {', '.join(not_run)}" if not_run else ""))
+            break
     status = run_manifest.ModeStatus(
         status="failed" if failures else "ok", error="; ".join(failures) or None,
         started=started, finished=now_iso(clock()),
-        planned_seconds=mode.planned_seconds, steps=[call.step for call in calls])
+        planned_seconds=mode.planned_seconds, steps=ran)
     run_manifest.write_status(mode_dir, status)
     print(f"{mode.name}: {status.status}" + (f" ({status.error})" if status.error else ""), flush=True)
     return status

@@ -5,6 +5,7 @@ Layout of one run:
     <root>/<run_id>/<graph>/<mode>/status.json  how one benchmark mode ended
     <root>/<run_id>/<graph>/<mode>/<step>/...   one AIPerf artifact directory per step
     <root>/<run_id>/<graph>/exported.json       (cloud) when the export had the run in S3
+    <root>/<run_id>/<graph>/.attempts/<mode>-N/ an unfinished or abandoned attempt, kept
 
 No Pulumi import: this module runs inside the cluster Jobs too.
 """
@@ -25,7 +26,10 @@ STATUS_FILE = "status.json"
 EXPORTED_FILE = "exported.json"
 # Extra manifest key of a run whose model was stood in for (the local lab): what served instead.
 STAND_IN = "stand_in"
+# Extra manifest key: the times the local lab restarted a graph that stopped answering.
+GRAPH_RESTARTS = "graph_restarts"
 STATUSES = ("ok", "failed", "skipped")
+ATTEMPTS_DIR = ".attempts"
 
 
 class ManifestError(ValueError):
@@ -152,6 +156,21 @@ def read_status(mode_dir: Path) -> ModeStatus:
     body = _read_json(path)
     _check_status(body, path)
     return ModeStatus(**{key: body[key] for key in ModeStatus.__dataclass_fields__})
+
+
+def set_aside(mode_dir: Path) -> Path | None:
+    """Move an earlier attempt at a mode out of the way before it runs again (kept for
+    diagnosis, never overwritten)."""
+    if not mode_dir.exists():
+        return None
+    attempts = mode_dir.parent / ATTEMPTS_DIR
+    attempts.mkdir(exist_ok=True)
+    number = 1
+    while (attempts / f"{mode_dir.name}-{number}").exists():
+        number += 1
+    target = attempts / f"{mode_dir.name}-{number}"
+    mode_dir.rename(target)
+    return target
 
 
 def _write_json(path: Path, body: dict[str, Any]) -> Path:

@@ -13,12 +13,10 @@ import json
 import os
 import socket
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs import kv_transport
+from jobs import kv_transport, serving_probe
 from local_lab.processes import ProcessFailed, ProcessGroup
 
 ROUTER_MODES = ("round-robin", "random", "kv")
@@ -187,15 +185,8 @@ class Graph:
         return complete
 
     def _serves_a_request(self, prompt: str = "ready?") -> bool:
-        body = json.dumps({"model": str(self.config.model_dir), "max_tokens": 1,
-                           "messages": [{"role": "user", "content": prompt}]}).encode()
-        request = urllib.request.Request(f"{self.config.url}/v1/chat/completions", data=body,
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return bool(json.load(response).get("choices"))
-        except (OSError, ValueError, urllib.error.URLError):
-            return False
+        return serving_probe.answers(self.config.url, str(self.config.model_dir), prompt,
+                                     timeout=10)
 
     def _wait(self, what: str, ready) -> None:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS

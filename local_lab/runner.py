@@ -2,7 +2,9 @@
 
 Writes the results contract (jobs/run_manifest.py) under `<out>/<run_id>/<graph>/`.
 Whatever happens (a failed step, a dead graph, Ctrl-C) every started process is stopped and
-every mode gets a status.json saying how far it got.
+every mode gets a status.json saying how far it got. A graph that stops answering (a failed
+step, then no reply to a 1-token probe: jobs/serving_probe.py) is restarted once and the mode
+runs again; the manifest records it and the failed attempt stays in `.attempts/`.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from jobs import aiperf_argv, event_plane, run_manifest
+from jobs import aiperf_argv, event_plane, run_manifest, serving_probe
 from jobs.modes import BenchPlan, Mode
 from local_lab import cloud_shape
 from local_lab.graph import Graph, GraphConfig, GraphError
@@ -32,8 +34,15 @@ AIPERF_ENV = {"AIPERF_SERVER_METRICS_COLLECTION_FLUSH_PERIOD": "0",
               "AIPERF_TOKENIZER_SKIP_PRELOAD": "true"}
 
 
+MAX_GRAPH_RESTARTS = 1  # per graph: a graph that stops answering twice is not a fluke
+
+
 class ModeFailed(RuntimeError):
     pass
+
+
+class ServingStopped(ModeFailed):
+    """A step failed and the graph then answered no probe: a restart may bring it back."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,8 @@ class LabRun:
     statuses: dict[str, dict[str, str]] = field(default_factory=dict)  # graph -> mode -> status
     graph_start_seconds: dict[str, float] = field(default_factory=dict)
     step_seconds: dict[str, float] = field(default_factory=dict)  # "graph/mode/step" -> wall
+    kv_routers: dict[str, dict] = field(default_factory=dict)  # graph -> the KV-router proof
+    graph_restarts: dict[str, list[dict]] = field(default_factory=dict)  # graph -> why, when
     interrupted: bool = False
 
     @property
@@ -99,21 +110,23 @@ def run_lab(setup: LabSetup, progress: Progress) -> LabRun:
     return run
 
 
-def _manifest(setup: LabSetup, run: LabRun, graph: str,
-              kv_router: dict | None = None) -> run_manifest.RunManifest:
-    """The graph's manifest: the cloud lab it stands for, the twin, the plan's prediction."""
-    return cloud_shape.manifest(
+def _write_manifest(setup: LabSetup, run: LabRun, graph: str) -> None:
+    """The graph's manifest: the cloud lab it stands for, the twin, the plan's prediction, and
+    what the run learnt so far (the KV-router proof, restarts)."""
+    restarts = run.graph_restarts.get(graph)
+    run_manifest.write_manifest(run.run_dir / graph, cloud_shape.manifest(
         run.run_id, graph, setup.profile, str(setup.model_dir), _now(), stack=setup.stack,
         extra={"twin": setup.twin.get(graph, {"timing": "built-in polynomial"}),
-               **({"prediction": setup.predictions[graph]} if graph in setup.predictions else {})},
-        kv_router=kv_router)
+               **({"prediction": setup.predictions[graph]} if graph in setup.predictions else {}),
+               **({run_manifest.GRAPH_RESTARTS: restarts} if restarts else {})},
+        kv_router=run.kv_routers.get(graph)))
 
 
 def _run_graph(setup: LabSetup, graph: str, run: LabRun, progress: Progress) -> None:
     graph_dir = run.run_dir / graph
-    run_manifest.write_manifest(graph_dir, _manifest(setup, run, graph))
+    _write_manifest(setup, run, graph)
     statuses = run.statuses.setdefault(graph, {})
-    processes = ProcessGroup(setup.work_dir / run.run_id / graph / "logs", setup.run_as)
+    processes = _process_group(setup, graph, run)
     try:
         graph_error = _start_graph(setup, graph, run, processes, progress)
         for mode in setup.plan.modes():
@@ -121,8 +134,22 @@ def _run_graph(setup: LabSetup, graph: str, run: LabRun, progress: Progress) -> 
                 statuses[mode.name] = _skip(graph_dir / mode.name, mode, graph_error or
                                             "interrupted before this mode")
                 continue
-            statuses[mode.name], graph_error = _run_mode(setup, graph, mode, run, processes,
-                                                          progress)
+            statuses[mode.name], graph_error, stopped = _run_mode(setup, graph, mode, run,
+                                                                   processes, progress)
+            restarts = run.graph_restarts.setdefault(graph, [])
+            if stopped and not run.interrupted and len(restarts) < MAX_GRAPH_RESTARTS:
+                progress.say(f"{graph}: the graph stopped answering during {mode.name}: "
+                             f"restarting it and running {mode.name} again")
+                processes.stop_all()
+                attempt = run_manifest.set_aside(graph_dir / mode.name)  # kept for diagnosis
+                restarts.append({"mode": mode.name, "at": _now(), "reason": stopped,
+                                 "failed_attempt": attempt.relative_to(graph_dir).as_posix()})
+                _write_manifest(setup, run, graph)
+                processes = _process_group(setup, graph, run)  # the stopped graph's logs stay
+                graph_error = _start_graph(setup, graph, run, processes, progress)
+                statuses[mode.name], graph_error, _ = (
+                    _run_mode(setup, graph, mode, run, processes, progress) if graph_error is None
+                    else (_skip(graph_dir / mode.name, mode, graph_error), graph_error, None))
     finally:
         progress.say(f"{graph}: stopping {len(processes.children)} processes")
         processes.stop_all()
@@ -133,7 +160,7 @@ def _start_graph(setup: LabSetup, graph: str, run: LabRun, processes: ProcessGro
     """Start the graph; returns why it did not start, or None."""
     started = time.monotonic()
     progress.say(f"{graph}: starting the graph")
-    served = Graph(_graph_config(setup, graph, run.run_id), processes)
+    served = Graph(_graph_config(setup, graph, run), processes)
     try:
         served.start(say=lambda msg: progress.say(f"{graph}: {msg}"))
     except GraphError as err:
@@ -145,22 +172,23 @@ def _start_graph(setup: LabSetup, graph: str, run: LabRun, processes: ProcessGro
     run.graph_start_seconds[graph] = time.monotonic() - started
     progress.say(f"{graph}: graph ready in {run.graph_start_seconds[graph]:.1f} s")
     if served.kv_router is not None:  # on the record, as the cloud's transport check puts it
-        run_manifest.write_manifest(run.run_dir / graph,
-                                    _manifest(setup, run, graph, asdict(served.kv_router)))
+        run.kv_routers[graph] = asdict(served.kv_router)
+        _write_manifest(setup, run, graph)
     return None
 
 
 def _run_mode(setup: LabSetup, graph: str, mode: Mode, run: LabRun, processes: ProcessGroup,
-              progress: Progress) -> tuple[str, str | None]:
-    """Run one mode; returns (its status, an error that ends this graph or None)."""
+              progress: Progress) -> tuple[str, str | None, str | None]:
+    """Run one mode; returns (its status, an error that ends this graph or None, why the
+    graph stopped answering or None)."""
     mode_dir = run.run_dir / graph / mode.name
     target = aiperf_argv.Target(url=f"http://127.0.0.1:{setup.frontend_port}",
                                 model=str(setup.model_dir), tokenizer=str(setup.model_dir))
     evidence = aiperf_argv.Evidence(slo=setup.plan.slo, repeats=setup.plan.repeats,
-                                    metrics_urls=_graph_config(setup, graph, run.run_id)
+                                    metrics_urls=_graph_config(setup, graph, run)
                                     .worker_metrics_urls)
     calls = aiperf_argv.build_calls(mode, target, mode_dir, setup.sweep_style, evidence)
-    started, done, error, graph_error = _now(), [], None, None
+    started, done, error, graph_error, stopped = _now(), [], None, None, None
     try:
         for index, call in enumerate(calls, 1):
             where = f"{graph}/{mode.name}/{call.step}"
@@ -170,6 +198,8 @@ def _run_mode(setup: LabSetup, graph: str, mode: Mode, run: LabRun, processes: P
             run.step_seconds[where] = time.monotonic() - step_started
             progress.say(f"{where}: done in {run.step_seconds[where]:.1f} s")
             done.append(call.step)
+    except ServingStopped as err:
+        error, stopped = str(err), str(err).splitlines()[0]
     except (ModeFailed, StepTimedOut) as err:
         error = str(err)
     except ProcessFailed as err:  # a graph process died: the graph's remaining modes skip
@@ -183,7 +213,7 @@ def _run_mode(setup: LabSetup, graph: str, mode: Mode, run: LabRun, processes: P
     run_manifest.write_status(mode_dir, run_manifest.ModeStatus(
         status=status, error=error, started=started, finished=_now(),
         planned_seconds=mode.planned_seconds, steps=done))
-    return status, graph_error
+    return status, graph_error, stopped
 
 
 def _run_call(setup: LabSetup, call: aiperf_argv.AiperfCall, mode_dir: Path,
@@ -199,6 +229,9 @@ def _run_call(setup: LabSetup, call: aiperf_argv.AiperfCall, mode_dir: Path,
     if code != 0:
         log = processes.log_dir / f"aiperf-{mode_dir.name}-{call.step}.log"
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        if not serving_probe.still_serving(f"http://127.0.0.1:{setup.frontend_port}",
+                                           str(setup.model_dir)):
+            raise ServingStopped(f"{serving_probe.stopped_answering(call.step, code)}; log {log}:\n{tail}")
         raise ModeFailed(f"aiperf step {call.step} exited with code {code}; log {log}:\n{tail}")
 
 
@@ -210,13 +243,21 @@ def _skip(mode_dir: Path, mode: Mode, reason: str) -> str:
     return "skipped"
 
 
-def _graph_config(setup: LabSetup, graph: str, run_id: str) -> GraphConfig:
+def _graph_config(setup: LabSetup, graph: str, run: LabRun) -> GraphConfig:
+    """A restarted graph works in a new directory: the stopped one's discovery store would
+    still list its workers, and its logs show why it stopped."""
+    restarts = len(run.graph_restarts.get(graph, ()))
+    work_dir = setup.work_dir / run.run_id / graph
     return GraphConfig(name=graph, dynamo_python=setup.dynamo_python,
                        nats_server=setup.nats_server, model_dir=setup.model_dir,
-                       work_dir=setup.work_dir / run_id / graph,
+                       work_dir=work_dir / f"restart-{restarts}" if restarts else work_dir,
                        frontend_port=setup.frontend_port, nats_port=setup.nats_port,
                        router_mode=setup.router_mode, worker_args=setup.worker_args.get(graph, {}),
-                       recording=setup.out_dir / run_id / graph / event_plane.RECORDING)
+                       recording=setup.out_dir / run.run_id / graph / event_plane.RECORDING)
+
+
+def _process_group(setup: LabSetup, graph: str, run: LabRun) -> ProcessGroup:
+    return ProcessGroup(_graph_config(setup, graph, run).work_dir / "logs", setup.run_as)
 
 
 def _write_timings(path: Path, run: LabRun) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from jobs import kv_transport
 from facts.instances import stale_prices_warning
-from jobs.run_manifest import STAND_IN, RunManifest
+from jobs.run_manifest import GRAPH_RESTARTS, STAND_IN, RunManifest
 from report.cost_efficiency import PRICE_NOTE
 from report.evidence import (EVIDENCE_NOTE, evidence_table, with_measured_hits,
                              with_turn_hits)
@@ -218,7 +218,13 @@ def _sources(inputs: ReportInputs) -> list[str]:
             ", ".join(aiperf) or manifest.versions.get("aiperf"),
             manifest.nodes_summary, manifest.total_gpus,
             kv_transport.describe(manifest.extra.get("kv_transport", {})))) + " |")
-    return ["\n".join(lines) + "\n"] + [f"{note}\n" for note in inputs.selection.notes]
+    restarts = [f"- {run.label}: the graph stopped answering during {restart['mode']} and was "
+                f"restarted; {restart['mode']} ran again on the new graph (the failed attempt is "
+                f"kept in `{restart['failed_attempt']}`: {restart['reason']})"
+                for run in inputs.runs
+                for restart in run.manifest.extra.get(GRAPH_RESTARTS, [])]
+    return (["\n".join(lines) + "\n"] + [f"{note}\n" for note in inputs.selection.notes]
+            + (["\n".join(restarts) + "\n"] if restarts else []))
 
 
 def _model(manifest: RunManifest) -> str:

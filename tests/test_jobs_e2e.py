@@ -63,9 +63,12 @@ def test_every_mode_ran_ok_in_the_cloud_sweep_style_into_one_run(landed):
     assert manifest.versions["aiperf"] == "0.9.0" and manifest.extra["placement"]
     for mode in names.MODES:
         status = run_manifest.read_status(graph_dir / mode)
-        assert (status.status, status.error) == ("ok", None), mode
+        assert (status.status, status.error) == ("ok", None), summary["jobs"][mode]["log_tail"]
         for step in status.steps:
             assert list((graph_dir / mode / step).rglob("profile_export_aiperf.json")), f"{mode}/{step}"
+    # Dynamo's frontend may stop answering (seen once in CI): then, as the README tells a user,
+    # the driver restarted it and ran that Job again, at most once; anything else fails above.
+    assert len(summary["graph_restarts"]) <= 1, summary["graph_restarts"]
     # one AIPerf call per concurrency level: what the cluster's Jobs run
     assert run_manifest.read_status(graph_dir / "concurrency_sweep").steps == ["c1", "c8", "c64"]
 
