@@ -20,13 +20,16 @@ import pulumi_kubernetes as k8s
 from components import job_code
 from components.base import PART_OF
 from components.model_store import RESULTS_MOUNT, RESULTS_PVC
+from jobs import kv_transport
 
 SERVICE_ACCOUNT = "kv-transport-check"
 REQUESTS = 8
 # Each request may take the frontend's full TCP-fallback worst case (~100 s TTFT per Dynamo's
 # disagg guide) before the check can call it slow; plus reading the logs.
 REQUEST_TIMEOUT_SECONDS = 300
-CHECK_DEADLINE_SECONDS = REQUESTS * REQUEST_TIMEOUT_SECONDS + 300
+# the check's requests and the late ones the KV router may need (jobs/kv_transport.py)
+CHECK_DEADLINE_SECONDS = ((REQUESTS + kv_transport.ROUTER_LATE_PROBES) * REQUEST_TIMEOUT_SECONDS
+                          + kv_transport.ROUTER_LATE_PROBES * kv_transport.ROUTER_LATE_PROBE_WAIT_SECONDS + 300)
 APP = "kv-transport-check"
 CHECK_RESOURCES = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 

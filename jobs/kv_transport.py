@@ -45,6 +45,9 @@ RECORD_DIR = "kv-transport"  # under the results root: <config_hash>.json
 EXPECTED_BACKEND = {"efa": "LIBFABRIC", "tcp": "UCX"}
 TRANSPORT_LABEL = {"efa": "EFA (NIXL LIBFABRIC)", "tcp": "TCP (NIXL UCX)"}
 NO_TRANSFER = "none (aggregated: no KV transfer)"
+# Requests sent, one at a time, while the KV router's index is still empty after the check's
+# own (its events may arrive after the replies), and the wait after each before its log is read.
+ROUTER_LATE_PROBES, ROUTER_LATE_PROBE_WAIT_SECONDS = 4, 2
 # What the Dynamo operator puts on a graph's pods (ai-dynamo/dynamo
 # deploy/operator/internal/consts/consts.go: KubeLabelDynamoGraphDeploymentName,
 # KubeLabelDynamoComponentType ("worker" with a sub-component type for v1alpha1 graphs,
@@ -270,10 +273,17 @@ def main(env: Mapping[str, str] = os.environ, sleep: Callable[[float], None] = t
         print(f"no worker or frontend pod labelled {GRAPH_LABEL}={graph} in {namespace}", file=sys.stderr)
         return 1
     before = {p["metadata"]["name"]: nixl_counters(_text(_metrics_url(p))) for p in moving}
-    texts = prompts(int(env.get("REQUESTS", "8")))
+    sent = int(env.get("REQUESTS", "8"))
+    texts = prompts(sent + ROUTER_LATE_PROBES)
     timeout = float(env.get("REQUEST_TIMEOUT_SECONDS", "300"))
-    answered = sum(send(env["FRONTEND_URL"], env["MODEL"], text, timeout) for text in texts)
+    ask = lambda text: send(env["FRONTEND_URL"], env["MODEL"], text, timeout)  # noqa: E731
+    answered = sum(ask(text) for text in texts[:sent])
     sleep(10)  # vLLM publishes connector stats with its periodic stats
+    router = None
+    if env.get("KV_ROUTER") == "1":  # the whole log: the subscriber starts with the frontend
+        router, late_sent, late_answered = router_after_events(
+            lambda: "".join(_log(namespace, p) for p in frontends), texts[sent:], ask, sleep)
+        sent, answered = sent + late_sent, answered + late_answered
     evidence = []
     for pod in moving:
         name = pod["metadata"]["name"]
@@ -283,10 +293,7 @@ def main(env: Mapping[str, str] = os.environ, sleep: Callable[[float], None] = t
             pod=name, role=labels.get(SUB_COMPONENT_LABEL, labels[COMPONENT_TYPE_LABEL]),
             backends=backends, missing_plugins=missing, before=before[name],
             after=nixl_counters(_text(_metrics_url(pod)))))
-    router = None
-    if env.get("KV_ROUTER") == "1":  # the whole log: the subscriber starts with the frontend
-        router = router_evidence("".join(_log(namespace, p) for p in frontends))
-    result = verdict(graph, transport, evidence, answered, len(texts), router)
+    result = verdict(graph, transport, evidence, answered, sent, router)
     record = {"graph": graph, "checked": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "ok": result.ok, "problems": result.problems, **result.record}
     out = Path(env["RESULTS_ROOT"]) / RECORD_DIR / f"{env['CONFIG_HASH']}.json"
@@ -299,6 +306,24 @@ def main(env: Mapping[str, str] = os.environ, sleep: Callable[[float], None] = t
         return 1
     print(f"KV transport check passed: {describe(result.record)}", flush=True)
     return 0
+
+
+def router_after_events(frontend_log: Callable[[], str], late_prompts: list[str],
+                        ask: Callable[[str], bool], sleep: Callable[[float], None],
+                        wait: float = ROUTER_LATE_PROBE_WAIT_SECONDS) -> tuple[RouterEvidence, int, int]:
+    """The KV router's evidence, and the late probes (sent, answered) it took. KV events reach
+    the router over NATS after the replies, so its first decisions may see an empty index (the
+    local twin, replying in milliseconds, did in CI): while it is empty, another request, `wait`
+    seconds apart, gives it a decision made after the events arrived. A router that never
+    receives any stays empty; one that does not subscribe is not asked again."""
+    evidence, sent, answered = router_evidence(frontend_log()), 0, 0
+    for prompt in late_prompts:
+        if evidence.max_tree_size > 0 or not evidence.subscribed:
+            break
+        sent, answered = sent + 1, answered + ask(prompt)
+        sleep(wait)
+        evidence = router_evidence(frontend_log())
+    return evidence, sent, answered
 
 
 def read_record(results_root: Path, config_hash: str) -> dict:

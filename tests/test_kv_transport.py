@@ -187,6 +187,38 @@ def test_main_reads_the_graphs_pods_and_writes_the_record(tmp_path, monkeypatch,
     assert record["transfers"] == 8 and record["kv_router"]["max_tree_size"] == 87
 
 
+def _early(log: str) -> str:
+    """The real frontend log as it stood at its first routing decision: subscribed, index empty
+    (the KV events of that request had not arrived yet)."""
+    lines = log.splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if "Selected worker" in line)
+    return "".join(lines[:first + 1])
+
+
+@pytest.mark.parametrize("logs, code, late", [
+    (["early", "full"], 0, 1),  # the index fills after the check's requests: one late probe
+    (["early"] * 10, 1, kv_transport.ROUTER_LATE_PROBES),  # it never does: the check fails
+])
+def test_the_router_check_waits_for_late_kv_events_but_not_forever(tmp_path, monkeypatch, logs, code, late):
+    full = fixture("frontend-kv-router.log")
+    assert kv_transport.router_evidence(_early(full)).max_tree_size == 0  # the premise
+    frontend_logs = [{"early": _early(full), "full": full}[name] for name in logs]
+    sent = []
+    monkeypatch.setattr(kv_transport.kube_api, "get", lambda path: {"items": [_pod("fe", "frontend"),
+                                                                              _pod("w", "worker")]})
+    monkeypatch.setattr(kv_transport.kube_api, "get_text", lambda path: frontend_logs.pop(0))
+    monkeypatch.setattr(kv_transport, "send", lambda url, model, prompt, timeout: sent.append(prompt) or True)
+    env = {"POD_NAMESPACE": "benchlab", "GRAPH_NAME": "benchlab-agg", "KV_TRANSPORT": "none",
+           "KV_ROUTER": "1", "REQUESTS": "4", "FRONTEND_URL": "http://fe:8000", "MODEL": "m",
+           "RESULTS_ROOT": str(tmp_path), "CONFIG_HASH": "h1"}
+    assert kv_transport.main(env, sleep=lambda s: None) == code
+    assert len(sent) == 4 + late and len(set(sent)) == len(sent)  # each late probe a new prompt
+    record = kv_transport.read_record(tmp_path, "h1")
+    assert record["kv_router"]["decisions"] >= 1 and record["graph_answers"] is True
+    if code:
+        assert any("index stayed empty" in problem for problem in record["problems"])
+
+
 # --- on the record: the run manifest and the report's sources table --------------------------------
 def test_the_first_benchmark_job_puts_the_checks_record_into_the_manifest(tmp_path, real_summary,  # noqa: F811
                                                                          monkeypatch):
