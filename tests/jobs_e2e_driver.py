@@ -210,7 +210,10 @@ def run_job(pod: Pod, python: Path, extra_env: dict[str, str], shim: str | None 
 def mode_error(results: Path, graph: str, mode: str) -> str | None:
     """The error a benchmark Job recorded for its mode (None when it ran ok)."""
     (run_dir,) = [p for p in results.iterdir() if not p.name.startswith(".")]
-    return run_manifest.read_status(run_dir / graph / mode).error
+    try:
+        return run_manifest.read_status(run_dir / graph / mode).error
+    except run_manifest.ManifestError as err:  # the Job ended before it wrote one
+        return str(err)
 
 
 def main(out: Path, cache: Path, install_only: bool = False) -> int:
