@@ -32,13 +32,12 @@ import os
 import re
 import sys
 import time
-import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from jobs import kube_api
+from jobs import kube_api, serving_probe
 
 RECORD_DIR = "kv-transport"  # under the results root: <config_hash>.json
 # NIXL backend per serving.kvTransport (stacks/serving_spec.py NIXL_BACKEND says why).
@@ -229,16 +228,8 @@ def prompts(count: int) -> list[str]:
 
 
 def send(url: str, model: str, prompt: str, timeout: float = 300.0) -> bool:
-    body = json.dumps({"model": model, "max_tokens": 8,
-                       "messages": [{"role": "user", "content": prompt}]}).encode()
-    request = urllib.request.Request(f"{url}/v1/chat/completions", data=body,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return bool(json.load(response).get("choices"))
-    except (OSError, ValueError, urllib.error.URLError) as err:
-        print(f"request failed: {err}", flush=True)
-        return False
+    return serving_probe.answers(url, model, prompt, timeout, max_tokens=8,
+                                 on_error=lambda err: print(f"request failed: {err}", flush=True))
 
 
 def _text(url: str, timeout: float = 30.0) -> str:

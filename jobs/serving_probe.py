@@ -11,8 +11,8 @@ Standard library only: it ships in the Jobs' ConfigMap.
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.request
+from typing import Callable
 
 PROBE_TIMEOUT_SECONDS = 15.0  # a 1-token reply takes milliseconds on an idle graph
 PROBE_ATTEMPTS = 3  # a server draining a cancelled load may miss one; it answers a later one
@@ -22,17 +22,19 @@ SERVING_STOPPED = "serving had stopped"
 DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def answers(url: str, model: str, prompt: str = "ready?", timeout: float | None = None) -> bool:
+def answers(url: str, model: str, prompt: str = "ready?", timeout: float | None = None,
+            max_tokens: int = 1, on_error: Callable[[Exception], None] = lambda err: None) -> bool:
     """True when `url`'s OpenAI chat endpoint returns a choice for `model` within `timeout`
-    (default PROBE_TIMEOUT_SECONDS)."""
-    body = json.dumps({"model": model, "max_tokens": 1,
+    (default PROBE_TIMEOUT_SECONDS); a request that fails is handed to `on_error`."""
+    body = json.dumps({"model": model, "max_tokens": max_tokens,
                        "messages": [{"role": "user", "content": prompt}]}).encode()
     request = urllib.request.Request(f"{url}/v1/chat/completions", data=body,
                                      headers={"Content-Type": "application/json"})
     try:
         with DIRECT.open(request, timeout=timeout or PROBE_TIMEOUT_SECONDS) as response:
             return bool(json.load(response).get("choices"))
-    except (OSError, ValueError, urllib.error.URLError):
+    except (OSError, ValueError) as err:  # URLError and timeouts are OSErrors
+        on_error(err)
         return False
 
 

@@ -138,14 +138,8 @@ def _run_graph(setup: LabSetup, graph: str, run: LabRun, progress: Progress) -> 
                                                                    processes, progress)
             restarts = run.graph_restarts.setdefault(graph, [])
             if stopped and not run.interrupted and len(restarts) < MAX_GRAPH_RESTARTS:
-                progress.say(f"{graph}: the graph stopped answering during {mode.name}: "
-                             f"restarting it and running {mode.name} again")
                 processes.stop_all()
-                attempt = run_manifest.set_aside(graph_dir / mode.name)  # kept for diagnosis
-                restarts.append({"mode": mode.name, "at": _now(), "reason": stopped,
-                                 "failed_attempt": attempt.relative_to(graph_dir).as_posix()})
-                _write_manifest(setup, run, graph)
-                processes = _process_group(setup, graph, run)  # the stopped graph's logs stay
+                processes = _restart_graph(setup, graph, mode, run, progress, stopped)
                 graph_error = _start_graph(setup, graph, run, processes, progress)
                 statuses[mode.name], graph_error, _ = (
                     _run_mode(setup, graph, mode, run, processes, progress) if graph_error is None
@@ -153,6 +147,21 @@ def _run_graph(setup: LabSetup, graph: str, run: LabRun, progress: Progress) -> 
     finally:
         progress.say(f"{graph}: stopping {len(processes.children)} processes")
         processes.stop_all()
+
+
+def _restart_graph(setup: LabSetup, graph: str, mode: Mode, run: LabRun, progress: Progress,
+                   why: str) -> ProcessGroup:
+    """After the graph stopped answering during `mode`: set its failed attempt aside and put the
+    restart on the record; returns the process group the new graph starts in (the stopped
+    graph's logs stay where they are)."""
+    progress.say(f"{graph}: the graph stopped answering during {mode.name}: "
+                 f"restarting it and running {mode.name} again")
+    graph_dir = run.run_dir / graph
+    attempt = run_manifest.set_aside(graph_dir / mode.name)
+    run.graph_restarts[graph].append({"mode": mode.name, "at": _now(), "reason": why,
+                                      "failed_attempt": attempt.relative_to(graph_dir).as_posix()})
+    _write_manifest(setup, run, graph)
+    return _process_group(setup, graph, run)
 
 
 def _start_graph(setup: LabSetup, graph: str, run: LabRun, processes: ProcessGroup,
