@@ -1,7 +1,7 @@
 """`benchlab tools`: create (or check) the tool virtual environments beside the project's .venv:
 Dynamo + NATS and AIPerf for the local lab, checkov for the security scan, aiconfigurator for
-`benchlab plan`. Re-running
-reuses what matches its pins."""
+`benchlab plan`. Each is installed from its hash lock (facts/locks/); re-running reuses a venv
+installed from the lock as it is now."""
 from __future__ import annotations
 
 import argparse

@@ -11,9 +11,10 @@ replaces the Job.
 
 Third-party packages (AIPerf, boto3, huggingface_hub): the Job's wheel lock ships beside its
 code, and an init container installs exactly those wheels, each checked against its sha256
-(pip --require-hashes, wheels only, so no package code runs at install), before the Job's own
-container starts. That init container holds no secret, no API token and no AWS identity. A
-failed install fails the pod there: the Job never runs with anything else.
+(pip --require-hashes --no-deps, wheels only: no package code runs at install and nothing is
+resolved), before the Job's own container starts. That init container holds no secret, no API
+token and no AWS identity. A failed install fails the pod there: the Job never runs with
+anything else.
 
 The pod: restricted. A non-root user with no capabilities and a read-only root filesystem;
 what a Job writes goes to its volumes or to an emptyDir scratch directory (HOME, pip --target
@@ -35,7 +36,7 @@ import pulumi_kubernetes as k8s
 
 from components.base import PART_OF
 from facts import images
-from facts.wheel_locks import WheelLock
+from facts.wheel_locks import INSTALL_FLAGS, WheelLock
 
 PACKAGE = "jobs"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
@@ -144,11 +145,10 @@ def run_module(module: str) -> list[str]:
 
 
 def install_command(lock: WheelLock) -> list[str]:
-    """Install exactly the locked wheels into DEPS: hash-checking mode, binary wheels only
-    (https://pip.pypa.io/en/stable/topics/secure-installs/); pip fails on any file whose
-    sha256 is not in the lock, and on any dependency the lock does not pin."""
-    return ["python", "-m", "pip", "install", "--require-hashes", "--only-binary=:all:",
-            "--no-cache-dir", "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
+    """Install exactly the locked wheels into DEPS (facts/wheel_locks.INSTALL_FLAGS): pip fails
+    on any file whose sha256 is not in the lock, and resolves nothing, so neither a later
+    release on the index nor the image's pip version changes what is installed."""
+    return ["python", "-m", "pip", "install", *INSTALL_FLAGS, "--no-cache-dir", "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
             "--index-url", INDEX_URL, "--target", DEPS,
             "-r", f"{MOUNT_ROOT}/{PACKAGE}/{lock.file_name}"]
 

@@ -13,6 +13,12 @@ import re
 # installs its hash-locked wheels (facts/wheel_locks.py, built for this interpreter and glibc).
 CLIENT_IMAGE = "docker.io/library/python:3.11-slim-bookworm"
 VLLM_RUNTIME = "nvcr.io/nvidia/ai-dynamo/vllm-runtime:{version}"  # frontend and workers
+# The pip CLIENT_IMAGE carries: its CPython 3.11 is built --with-ensurepip and pip is never
+# upgraded (docker-library/python 3.11/slim-bookworm/Dockerfile), and CPython 3.11.9+ bundles
+# pip 24.0 (Lib/ensurepip). The Jobs' install resolves nothing (facts/wheel_locks.py), so it
+# gets the same bytes from any pip; the Jobs e2e stand-in runs this one, by its wheel's sha256.
+CLIENT_IMAGE_PIP = "24.0"
+CLIENT_IMAGE_PIP_SHA256 = "ba0d021a166865d2265246961bec0152ff124de910c5cc39f1156ce3fa7c69dc"
 
 # opencontainers/distribution-spec@967efdc:spec.md#pulling-manifests (<name>, tag) and
 # distribution/reference's grammar (optional registry host[:port]).

@@ -37,6 +37,7 @@ from pathlib import Path
 import boto3
 
 from cli import offline, results
+from facts import images, wheel_locks
 from jobs import modes, names, run_manifest
 from jobs.serving_probe import SERVING_STOPPED
 from local_lab import isolation, tool_venvs
@@ -44,6 +45,7 @@ from local_lab.graph import Graph, GraphConfig
 from local_lab.processes import ProcessGroup
 from local_lab.tokenizer import ensure_model_dir
 from report.render import build_report
+from tests import lock_check
 
 REPO = Path(__file__).resolve().parent.parent
 JOB = "kubernetes:batch/v1:Job"
@@ -159,10 +161,17 @@ class Pod:
 
 
 def client_python(cache: Path) -> Path:
-    """A bare CPython 3.11 with pip and nothing else: the client image's interpreter."""
-    python = cache / "client-python" / "bin" / "python"
-    if not python.exists():
-        venv.EnvBuilder(with_pip=True, clear=True).create(python.parent.parent)
+    """A bare CPython 3.11 with the client image's pip and nothing else: its interpreter."""
+    root = cache / "client-python"
+    python, done = root / "bin" / "python", root / f"pip-{images.CLIENT_IMAGE_PIP}"
+    if not done.exists():
+        venv.EnvBuilder(with_pip=True, clear=True).create(root)
+        lock = root / "pip.lock.txt"
+        lock.write_text(f"pip=={images.CLIENT_IMAGE_PIP} --hash=sha256:{images.CLIENT_IMAGE_PIP_SHA256}\n")
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        *wheel_locks.INSTALL_FLAGS, "-r", str(lock)], check=True, timeout=600,
+                       env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
+        done.touch()
     return python
 
 
@@ -187,9 +196,13 @@ def install(pod: Pod, python: Path, cache: Path, log: dict) -> None:
         if result.returncode != 0:
             raise RuntimeError(f"install of {lock_file.name} failed:\n{result.stdout[-2000:]}"
                                f"\n{result.stderr[-3000:]}")
+        (lock,) = [lock for lock in wheel_locks.LOCKS if lock.file_name == lock_file.name]
+        wrong = lock_check.differences(deps, lock.versions(), lock.requirements)
+        if wrong:
+            raise RuntimeError(f"install of {lock_file.name} is not the lock: " + "; ".join(wrong))
         done.write_text(lock_file.read_text())
     log[lock_file.name] = {"seconds": round(time.monotonic() - started, 1), "reused": reused,
-                           "deps": str(deps)}
+                           "deps": str(deps), "pip": images.CLIENT_IMAGE_PIP}
 
 
 def run_job(pod: Pod, python: Path, extra_env: dict[str, str], shim: str | None = None) -> dict:

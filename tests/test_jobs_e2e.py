@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from facts import images, wheel_locks
 from jobs import names, run_manifest
 from local_lab import isolation
+from tests import lock_check
 from tests.conftest import REPO
 
 CACHE = REPO / ".lab-work" / "jobs-e2e"  # the client Python, locked installs per lock digest
@@ -48,9 +50,11 @@ def test_every_job_exits_zero_with_the_locked_aiperf(landed):
     out, summary = landed
     for job, outcome in summary["jobs"].items():
         assert outcome["returncode"] == 0, f"{job}: {outcome['log_tail']}"
-    deps = Path(summary["installs"]["aiperf.lock.txt"]["deps"])
-    assert (deps / "aiperf-0.9.0.dist-info").is_dir()  # what the Jobs ran, from the lock alone
     assert set(summary["installs"]) == {"aiperf.lock.txt", "boto3.lock.txt"}
+    for lock in (wheel_locks.AIPERF, wheel_locks.BOTO3):  # what the Jobs ran: the lock, no more
+        install = summary["installs"][lock.file_name]
+        assert install["pip"] == images.CLIENT_IMAGE_PIP
+        assert lock_check.differences(Path(install["deps"]), lock.versions(), lock.requirements) == []
 
 
 @pytest.mark.e2e
