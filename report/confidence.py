@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Mapping
 
 from jobs.exports import ExportError, Metric, ProfileExport, load_json_object
+from report.problems import Problem
 
 AGGREGATE_EXPORT = "profile_export_aiperf_aggregate.json"
 AGGREGATE_DIR = "aggregate"
@@ -87,8 +88,6 @@ def combine_trials(summaries: list[ProfileExport], problems: list) -> list[Combi
     """Group the trials of repeated runs (`profile_runs/...`) by their aggregate; a step run
     once stays as it is. The combined export carries the aggregate's means; an unusable
     aggregate is named and the first trial stands in."""
-    from report.inputs import Problem  # report.inputs imports this module
-
     groups: dict[object, list[ProfileExport]] = {}
     for summary in summaries:  # a sweep aggregate's levels share one path: the level tells
         key = aggregate_path(summary.path.parent)

@@ -19,7 +19,8 @@ from jobs import event_plane, exports
 from jobs.event_plane import RECORDING, EventPlaneError
 from jobs.names import MODES
 from jobs.exports import ExportError
-from report.inputs import GraphRun, Problem, StepResult
+from report.inputs import GraphRun, StepResult
+from report.problems import Problem
 from report import gpu_telemetry
 from report.server_metrics import SERVER_METRICS_EXPORT, ServerMetrics, parse_server_metrics
 from report.tables import IDENTITY, Column, Table, relative

@@ -17,7 +17,8 @@ from statistics import fmean
 from typing import Any
 
 from jobs.exports import ExportError, numbered_lines
-from report.inputs import Problem, StepResult
+from report.inputs import StepResult
+from report.problems import Problem
 
 GPU_TELEMETRY_EXPORT = "gpu_telemetry_export.jsonl"
 UTIL, POWER = "gpu_utilization", "gpu_power_usage"

@@ -9,18 +9,13 @@ from pathlib import Path
 from jobs import exports
 from jobs.exports import ExportError, ProfileExport, RequestRecord
 from report.confidence import Confidence, combine_trials
+from report.problems import Problem
 from jobs.names import GRAPHS, MODES
 from jobs.run_manifest import ManifestError, ModeStatus, RunManifest, read_manifest, read_status
 from report.selection import Candidate, Selection, candidate, choose, no_runs_error
 
 # Per-request records feed only the per-turn figures; other modes need the summaries alone.
 MODES_WITH_RECORDS = ("multi_turn",)
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: Path
-    problem: str
 
 
 @dataclass(frozen=True)

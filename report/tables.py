@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterable
 
 from report.cost_efficiency import PRICES_DATED, usd_per_hour, usd_per_million_tokens
 from jobs.exports import TPS_PER_USER, ProfileExport, RequestRecord
-from report.inputs import GraphRun, Problem, StepResult
+from report.inputs import GraphRun, StepResult
+from report.problems import Problem
 from jobs.run_manifest import MANIFEST_FILE
 
 TTFT = "time_to_first_token"

@@ -82,3 +82,51 @@ def test_the_import_check_sees_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("from stacks.config import StackConfig\nimport report.render\n")
     assert project_imports(bad) == {"stacks.config", "report.render"}
+
+
+def module_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports (at any depth of its code, functions included)."""
+    paths = {f"{package}.{path.stem}": path
+             for package in ALLOWED for path in modules(package) if path.stem != "__init__"}
+    graph = {}
+    for name, path in paths.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.update(f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in paths
+                             else node.module for alias in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[name] = {other for other in found if other in paths and other != name}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each cycle as the modules on it, found by walking every import from every module."""
+    cycles, done = [], set()
+
+    def walk(name: str, path: list[str]) -> None:
+        for other in sorted(graph[name]):
+            if other in path:
+                cycle = path[path.index(other):]
+                if frozenset(cycle) not in done:
+                    done.add(frozenset(cycle))
+                    cycles.append(cycle)
+            elif other not in finished:
+                walk(other, [*path, other])
+        finished.add(name)
+
+    finished: set[str] = set()
+    for name in sorted(graph):
+        if name not in finished:
+            walk(name, [name])
+    return cycles
+
+
+def test_no_two_modules_import_each_other_at_any_depth():
+    assert import_cycles(module_graph()) == []
+
+
+def test_the_cycle_check_finds_a_cycle_through_a_function_level_import():
+    graph = {"report.a": {"report.b"}, "report.b": {"report.c"}, "report.c": {"report.a"}, "jobs.x": set()}
+    assert import_cycles(graph) == [["report.a", "report.b", "report.c"]]
