@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,14 +34,36 @@ def upload_run(root: Path, run_id: str, bucket: str, s3: Any) -> tuple[int, int]
                 for item in page.get("Contents", [])}
     uploaded = skipped = 0
     run_dir = root / run_id
-    for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
+    for path in regular_files(run_dir):
         key = prefix + path.relative_to(run_dir).as_posix()
-        if existing.get(key) == path.stat().st_size:
-            skipped += 1
+        try:  # O_NOFOLLOW: a file swapped for a link since the walk is refused, not followed
+            body = os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+        except OSError as err:
+            print(f"export: {key} not uploaded: {err}", file=sys.stderr)
             continue
-        s3.upload_file(str(path), bucket, key)
+        with body:
+            if existing.get(key) == os.fstat(body.fileno()).st_size:
+                skipped += 1
+                continue
+            s3.upload_fileobj(body, bucket, key)
         uploaded += 1
     return uploaded, skipped
+
+
+def regular_files(run_dir: Path) -> list[Path]:
+    """Every regular file below `run_dir`, never through a symbolic link: a link planted on the
+    results volume could point at the pod's own token. Each link passed over is named."""
+    found = []
+    for parent, dirs, files in os.walk(run_dir):  # followlinks=False: a linked directory is not entered
+        for name in [*dirs, *files]:
+            path = Path(parent, name)
+            mode = path.lstat().st_mode
+            if stat.S_ISREG(mode):
+                found.append(path)
+            elif not stat.S_ISDIR(mode):
+                print(f"export: {path.relative_to(run_dir)} is not a regular file; not uploaded",
+                      file=sys.stderr)
+    return sorted(found)
 
 
 def unfinished_modes(graph_dir: Path, expected: list[str]) -> list[str]:

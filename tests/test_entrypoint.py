@@ -346,6 +346,36 @@ def test_export_uploads_the_run_and_pushes_one_group_per_step(tmp_path, real_sum
     assert f"{run_id}/agg/{run_manifest.EXPORTED_FILE}" in keys
 
 
+def test_the_export_uploads_regular_files_only_never_through_a_link(tmp_path, s3, capsys):
+    run_dir = tmp_path / "results" / "run1" / "agg"
+    (run_dir / "multi_turn").mkdir(parents=True)
+    (run_dir / "manifest.json").write_text("{}")
+    token = tmp_path / "token"
+    token.write_text("the pod's own service-account token")
+    (run_dir / "multi_turn" / "profile_export_aiperf.json").symlink_to(token)  # planted links
+    (run_dir / "linked_dir").symlink_to(tmp_path, target_is_directory=True)
+    assert export_to_s3.upload_run(tmp_path / "results", "run1", "results", s3) == (1, 0)
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket="results")["Contents"]]
+    assert keys == ["run1/agg/manifest.json"]
+    assert s3.get_object(Bucket="results", Key=keys[0])["Body"].read() == b"{}"
+    said = capsys.readouterr().err
+    assert "agg/multi_turn/profile_export_aiperf.json is not a regular file" in said
+    assert "agg/linked_dir is not a regular file" in said
+
+
+def test_a_file_swapped_for_a_link_after_the_walk_is_not_followed(tmp_path, s3, monkeypatch, capsys):
+    run_dir = tmp_path / "results" / "run1"
+    run_dir.mkdir(parents=True)
+    planted = run_dir / "summary.json"
+    token = tmp_path / "token"
+    token.write_text("secret")
+    monkeypatch.setattr(export_to_s3, "regular_files", lambda _: [planted])  # walked as a file
+    planted.symlink_to(token)  # then swapped for a link
+    assert export_to_s3.upload_run(tmp_path / "results", "run1", "results", s3) == (0, 0)
+    assert "Contents" not in s3.list_objects_v2(Bucket="results")
+    assert "summary.json not uploaded" in capsys.readouterr().err
+
+
 def test_an_export_that_could_not_upload_leaves_no_marker(tmp_path, real_summary, monkeypatch,
                                                           pushgateway, s3):
     url, _ = pushgateway
@@ -354,7 +384,7 @@ def test_an_export_that_could_not_upload_leaves_no_marker(tmp_path, real_summary
 
     def refuse(*args, **kwargs):
         raise OSError("S3 unreachable")
-    monkeypatch.setattr(s3, "upload_file", refuse)
+    monkeypatch.setattr(s3, "upload_fileobj", refuse)
     with pytest.raises(OSError):
         export_to_s3.main(export_env(tmp_path, plan, url), s3=s3)
     assert run_manifest.read_exported(tmp_path / "results" / run_id / "agg") is None
