@@ -135,8 +135,8 @@ def check_api_access(cfg: StackConfig) -> Check:
     cidrs = cfg.public_access_cidrs
     if not cidrs:
         return Check(name, "fail", "publicAccessCidrs is not set: nobody could reach the API", fix)
-    if any(is_open_to_internet(c) for c in cidrs):
-        return Check(name, "fail", "publicAccessCidrs has a /0: the API is open to the internet "
+    if is_open_to_internet(cidrs):
+        return Check(name, "fail", "publicAccessCidrs cover every address: the API is open to the internet "
                      "(clusterAccess.allowApiFromAnywhere)", fix)
     placeholders = [c for c in cidrs
                     if any(ipaddress.IPv4Network(c).subnet_of(n) for n in DOCUMENTATION_NETS)]

@@ -11,7 +11,7 @@ import ipaddress
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from facts import eks, images, versions, wheel_locks
 from jobs import modes, typed_mapping
@@ -318,8 +318,7 @@ def _check(cfg: StackConfig) -> list[str]:
     problems.extend(_check_workers(cfg))
     problems.extend(_check_lease(cfg))
 
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", cfg.model.id):
-        problems.append(f"{ns}:model.id: {cfg.model.id!r} is not a Hugging Face repo id (org/name)")
+    problems.extend(_check_model(cfg.model))
     if not re.fullmatch(r"\d+[smhdwy]", cfg.monitoring.retention):
         problems.append(f"{ns}:monitoring.retention: {cfg.monitoring.retention!r} is not a "
                         "Prometheus duration (e.g. 15d, 12h)")
@@ -351,11 +350,11 @@ def _check_api_access(cfg: StackConfig) -> list[str]:
     """Who reaches the cluster: no open endpoint without the override; admins as IAM ARNs;
     a log retention CloudWatch accepts."""
     ns, problems = NAMESPACE, []
-    for i, cidr in enumerate(cfg.public_access_cidrs):
-        if is_open_to_internet(cidr) and not cfg.cluster_access.allow_api_from_anywhere:
-            problems.append(f"{ns}:publicAccessCidrs[{i}]: {cidr!r} opens the EKS API to the whole "
-                            "internet; list your own CIDRs (e.g. your address /32), or set "
-                            f"{ns}:clusterAccess.allowApiFromAnywhere: true to accept that knowingly")
+    cidrs = cfg.public_access_cidrs
+    if is_open_to_internet(cidrs) and not cfg.cluster_access.allow_api_from_anywhere:
+        problems.append(f"{ns}:publicAccessCidrs: {list(cidrs)} together open the EKS API to the "
+                        "whole internet; list your own CIDRs (e.g. your address /32), or set "
+                        f"{ns}:clusterAccess.allowApiFromAnywhere: true to accept that knowingly")
     for i, arn in enumerate(cfg.cluster_access.admins):
         # Access entries take IAM users and roles, not STS assumed-role session ARNs:
         # https://docs.aws.amazon.com/eks/latest/userguide/creating-access-entries.html
@@ -368,11 +367,37 @@ def _check_api_access(cfg: StackConfig) -> list[str]:
     return problems
 
 
-def is_open_to_internet(cidr: str) -> bool:
-    try:
-        return ipaddress.IPv4Network(cidr).prefixlen == 0
-    except ValueError:
-        return False  # reported as not a CIDR
+def is_open_to_internet(cidrs: Sequence[str]) -> bool:
+    """Whether the CIDRs together cover every IPv4 address (0.0.0.0/0, or 0.0.0.0/1 + 128.0.0.0/1)."""
+    networks = []
+    for cidr in cidrs:
+        try:
+            networks.append(ipaddress.IPv4Network(cidr))
+        except ValueError:
+            continue  # reported as not a CIDR
+    return ipaddress.IPv4Network("0.0.0.0/0") in ipaddress.collapse_addresses(networks)
+
+
+# huggingface_hub utils/_validators.py validate_repo_id: letters, digits, '-', '_', '.'; no '--'
+# or '..'; '-' and '.' neither start nor end a name; at most 96 characters.
+_HF_NAME = r"(?![.-])(?!.*(--|\.\.))[A-Za-z0-9_.-]+(?<![.-])"
+# git-check-ref-format(1): no '..', '@{', '//', control or ' ~^:?*[\\' characters; no component
+# starting with '.' or ending with '.lock'; not ending with '/' or '.'. A commit: 40 hex digits.
+_GIT_REF = r"(?!.*(\.\.|@\{|//|/\.|\.lock/|\.lock$|[/.]$))[A-Za-z0-9_][A-Za-z0-9_./+-]{0,254}"
+
+
+def _check_model(model: Model) -> list[str]:
+    """The model's repo id and revision name a Hugging Face repo and a git ref: they become the
+    model's path on the store and the download's arguments, so nothing else passes."""
+    problems = []
+    if len(model.id) > 96 or not re.fullmatch(f"{_HF_NAME}/{_HF_NAME}", model.id):
+        problems.append(f"{NAMESPACE}:model.id: {model.id!r} is not a Hugging Face repo id: org/name, "
+                        "each of letters, digits, '-', '_', '.', without '--' or '..', not starting "
+                        "or ending with '-' or '.', at most 96 characters")
+    if not re.fullmatch(_GIT_REF, model.revision):
+        problems.append(f"{NAMESPACE}:model.revision: {model.revision!r} is not a branch, tag or "
+                        "commit (a git ref name such as main or v1.0, or a 40-hex commit)")
+    return problems
 
 
 def _check_lease(cfg: StackConfig) -> list[str]:

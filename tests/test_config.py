@@ -83,6 +83,15 @@ BAD_CONFIGS = {
     "bool as string": ({"results": {"retainBucketOnDestroy": "yes"}},
                        ["results.retainBucketOnDestroy: 'yes'", "true or false"]),
     "model id": ({"model": {"id": "just-a-name"}}, ["model.id: 'just-a-name'"]),
+    "model id that climbs out of the store": ({"model": {"id": "../.."}},
+                                              ["model.id: '../..' is not a Hugging Face repo id"]),
+    "model id with a dot at its edge": ({"model": {"id": "org/.hidden"}}, ["model.id: 'org/.hidden'"]),
+    "model id too long": ({"model": {"id": "org/" + "x" * 93}}, ["at most 96 characters"]),
+    "revision with '..'": ({"model": {"revision": "main/../x"}}, ["model.revision: 'main/../x' is not a branch"]),
+    "revision with a space": ({"model": {"revision": "my branch"}}, ["model.revision: 'my branch'"]),
+    "CIDRs that together cover the internet": (
+        {"publicAccessCidrs": ["0.0.0.0/1", "128.0.0.0/1"]},
+        ["publicAccessCidrs: ['0.0.0.0/1', '128.0.0.0/1'] together open the EKS API to the whole internet"]),
     "KV disk tier larger than the node's disk": (
         {"serving": {"mode": "disagg", "image": EFA_IMAGE, "kvOffload": {"diskCacheGib": 4000}}},
         ["serving.kvOffload.diskCacheGib: 4000 GiB x 2 prefill workers per node exceeds the 6504 GiB"]),
@@ -232,3 +241,13 @@ def test_the_serving_image_runs_frontend_and_workers_and_is_locked_like_the_othe
     # agg and disagg over TCP need no libfabric: the stock image stays theirs
     assert config.parse({}).stock_serving_image()
     assert config.parse({"serving": {"mode": "disagg", "kvTransport": "tcp"}}).stock_serving_image()
+
+
+@pytest.mark.parametrize("revision", ["main", "v1.0", "refs/pr/1", "feature/kv-offload", "0" * 40])
+def test_a_branch_tag_or_commit_is_a_revision(revision):
+    assert config.parse({"publicAccessCidrs": ["198.18.0.0/15"], "model": {"revision": revision}}).model.revision == revision
+
+
+def test_cidrs_that_leave_any_address_out_do_not_count_as_the_whole_internet():
+    assert not config.is_open_to_internet(["0.0.0.0/1", "128.0.0.0/2", "192.0.0.0/3", "224.0.0.0/4"])
+    assert config.is_open_to_internet(["0.0.0.0/1", "128.0.0.0/2", "192.0.0.0/2"])
