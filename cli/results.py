@@ -118,8 +118,10 @@ def _download(s3, bucket: str, obj: dict, target: Path) -> bool:
     etag = "".join(ch for ch in obj["ETag"] if ch.isalnum())[:16]
     part = target.with_name(f"{target.name}.{etag}{PART_SUFFIX}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f"{target.name}.*{PART_SUFFIX}"):
-        if stale != part:  # a part of an earlier version of the object
+    # Compared by name, never globbed: a key's `[`, `*` or `?` must not match other files.
+    for stale in target.parent.iterdir():
+        if (stale.name.startswith(f"{target.name}.") and stale.name.endswith(PART_SUFFIX)
+                and stale != part):  # a part of an earlier version of the object
             stale.unlink()
     have = part.stat().st_size if part.is_file() else 0
     request = {"Bucket": bucket, "Key": obj["Key"], "IfMatch": obj["ETag"]}

@@ -14,6 +14,7 @@ from typing import Any
 from jobs import kv_transport
 from facts.instances import stale_prices_warning
 from jobs.run_manifest import GRAPH_RESTARTS, STAND_IN, RunManifest
+from report import markdown_text
 from report.cost_efficiency import PRICE_NOTE
 from report.evidence import (EVIDENCE_NOTE, evidence_table, with_measured_hits,
                              with_turn_hits)
@@ -98,7 +99,7 @@ def _write_table(table: Table, directory: Path) -> None:
     with open(directory / f"{table.name}.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=keys)
         writer.writeheader()
-        writer.writerows({key: row.get(key) for key in keys} for row in table.rows)
+        writer.writerows({key: markdown_text.csv_cell(row.get(key)) for key in keys} for row in table.rows)
     (directory / f"{table.name}.json").write_text(json.dumps(
         {"title": table.title, "rows": [{key: row.get(key) for key in keys} for row in table.rows]},
         indent=2) + "\n")
@@ -111,7 +112,7 @@ def _cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    return markdown_text.text(value)
 
 
 def _markdown_table(table: Table) -> str:
@@ -198,7 +199,7 @@ def _warnings(inputs: ReportInputs) -> list[str]:
     """What makes the comparison less than like for like, before any figure is read."""
     found = inputs.selection.warnings + [
         warning for warning in [stale_prices_warning(datetime.now(timezone.utc).date())] if warning]
-    return [f"> **Warning: {warning}.**\n" for warning in found]
+    return [f"> **Warning: {markdown_text.text(warning)}.**\n" for warning in found]
 
 
 def _sources(inputs: ReportInputs) -> list[str]:
@@ -218,9 +219,10 @@ def _sources(inputs: ReportInputs) -> list[str]:
             ", ".join(aiperf) or manifest.versions.get("aiperf"),
             manifest.nodes_summary, manifest.total_gpus,
             kv_transport.describe(manifest.extra.get("kv_transport", {})))) + " |")
-    restarts = [f"- {run.label}: the graph stopped answering during {restart['mode']} and was "
-                f"restarted; {restart['mode']} ran again on the new graph (the failed attempt is "
-                f"kept in `{restart['failed_attempt']}`: {restart['reason']})"
+    restarts = [f"- {_cell(run.label)}: the graph stopped answering during {_cell(restart['mode'])} "
+                f"and was restarted; {_cell(restart['mode'])} ran again on the new graph (the failed "
+                f"attempt is kept in {markdown_text.code(restart['failed_attempt'])}: "
+                f"{_cell(restart['reason'])})"
                 for run in inputs.runs
                 for restart in run.manifest.extra.get(GRAPH_RESTARTS, [])]
     return (["\n".join(lines) + "\n"] + [f"{note}\n" for note in inputs.selection.notes]
@@ -239,8 +241,9 @@ def _simulated(runs: list[GraphRun]) -> list[str]:
     for run in runs:
         twin = run.manifest.extra.get("twin") or {}
         what = simulated_as(run.manifest) + ("" if twin else ", not the stack's hardware")
-        lines.append(f"- {run.graph}: simulated: {what}"
-                     + "".join(f"; modelled instead: {c}" for c in twin.get("modelled_instead", [])))
+        lines.append(f"- {run.graph}: simulated: {markdown_text.text(what)}"
+                     + "".join(f"; modelled instead: {markdown_text.text(c)}"
+                               for c in twin.get("modelled_instead", [])))
     return ["What was simulated:\n", "\n".join(lines) + "\n"] if lines else []
 
 
@@ -249,5 +252,6 @@ def _problems(inputs: ReportInputs, results_dir: Path) -> list[str]:
         return ["## Problems\n", "None: every export found was used.\n"]
     return ["## Problems\n",
             "These files could not be used; everything else still counts.\n",
-            "\n".join(f"- `{relative(problem.path, results_dir)}`: {problem.problem}"
+            "\n".join(f"- {markdown_text.code(relative(problem.path, results_dir))}: "
+                      f"{markdown_text.text(problem.problem)}"
                       for problem in inputs.problems) + "\n"]

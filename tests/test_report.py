@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import statistics
 from datetime import date, timedelta
@@ -520,3 +521,25 @@ def test_twin_and_real_runs_of_the_same_shape_stand_side_by_side(trees, tmp_path
         write_manifest(twin_dir / graph, manifest("twin", graph, "2026-11-21T10:00:00Z", True,
                                                   profile="full"))
     assert "## Twin vs real" not in build_report(other, tmp_path / "other-report").read_text()
+
+
+HOSTILE = "<img src=x onerror=alert(1)> [click](javascript:alert(1)) `x` | cell\n## heading"
+
+
+def test_text_from_the_results_is_inert_in_the_markdown_and_the_csvs(trees, tmp_path):
+    run = add_run(tmp_path, "run-1", trees["0.9.0"], "2026-11-22T10:00:00Z",
+                  {"agg": False, "disagg": False})
+    write_status(run / "disagg/concurrency_sweep",
+                 ModeStatus("failed", "=HYPERLINK(\"http://x\") " + HOSTILE, "t0", "t1", 60, ["c1"]))
+    write_manifest(run / "agg", manifest("run-1", "agg", "2026-11-22T10:00:00Z", False, extra={
+        "graph_restarts": [{"mode": "multi_turn", "at": "t", "reason": HOSTILE,
+                            "failed_attempt": "multi_turn/.attempts/`1`"}]}))
+    (run / "agg/prefix_cache/hit0/profile_export_aiperf.json").write_text("{ not json " + HOSTILE)
+    markdown = build_report(run, tmp_path / "report").read_text()
+    assert not re.search(r"(?<!\\)<img|(?<!\\)\]\(javascript", markdown)  # only escaped
+    assert "\n## heading" not in markdown  # no line of its own
+    assert "\\<img src=x onerror=alert(1)\\> \\[click\\](javascript:alert(1)) \\`x\\` \\| cell ## heading" in markdown
+    assert "`` multi_turn/.attempts/`1` ``" in markdown  # a code span nothing inside can close
+    with open(tmp_path / "report" / TABLES_DIR / "mode_status.csv", newline="") as handle:
+        [failed] = [row for row in csv.DictReader(handle) if row["status"] == "failed"]
+    assert failed["error"].startswith("'=HYPERLINK(")  # a spreadsheet shows it as text

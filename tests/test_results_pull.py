@@ -139,6 +139,17 @@ def test_a_part_of_an_older_version_is_discarded(s3, bucket, tmp_path):
     assert (out / key).read_bytes() == bucket[key]
 
 
+def test_a_key_with_glob_characters_discards_only_its_own_parts(s3, tmp_path):
+    out = tmp_path / "results"
+    s3.put_object(Bucket=BUCKET, Key="r1/agg/[ab]*.json", Body=b"{}")
+    neighbour = out / "r1" / "agg" / f"a.json.0123456789abcdef{results.PART_SUFFIX}"
+    neighbour.parent.mkdir(parents=True)
+    neighbour.write_bytes(b"another object's part")  # `[ab]*` would glob it
+    results.pull(s3, BUCKET, out, run_id="r1")
+    assert neighbour.read_bytes() == b"another object's part"
+    assert (out / "r1" / "agg" / "[ab]*.json").read_bytes() == b"{}"
+
+
 def test_an_object_changing_under_the_pull_is_an_error(s3, bucket, tmp_path):
     obj = {"Key": "r1/agg/manifest.json", "ETag": '"not-the-etag"', "Size": 10}
     with pytest.raises(CliError, match="changed while pulling"):
