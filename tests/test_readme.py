@@ -99,3 +99,15 @@ def test_docs_never_put_a_secret_on_the_command_line():
     assert {name: secret_values_on_command_lines(text) for name, text in docs.items()
             if secret_values_on_command_lines(text)} == {}
     assert "config set --secret hfToken" in README  # the prompt form is shown
+
+
+def test_no_command_in_the_readme_puts_a_credential_in_shell_history_or_the_checkout():
+    # a passphrase on a command line stays in the shell's history
+    assert not re.search(r"PULUMI_CONFIG_PASSPHRASE=\S", README)
+    assert "PULUMI_CONFIG_PASSPHRASE_FILE=" in README
+    # every secret written out goes to the user's home (umask 077), never into the checkout
+    for line in README.splitlines():
+        for redirect in re.findall(r"--show-secrets[^`|]*?>\s*(\S+)", line):
+            assert redirect.startswith("~/"), line
+    ignored = (REPO / ".gitignore").read_text().splitlines()
+    assert "/kubeconfig" in ignored
