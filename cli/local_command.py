@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -79,27 +78,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for signum in (signal.SIGTERM, signal.SIGHUP):  # `kill` and a hang-up clean up like Ctrl-C
-        signal.signal(signum, _interrupt)
+    # Ctrl-C, `kill` and a hang-up stop the lab whatever it inherited: a shell's background job
+    # ignores SIGINT, and Python then keeps it ignored (the signal module's docs).
     if isolation.inside_namespace():
+        isolation.catch_stop_signals()  # first: the process outside holds them until then
         try:
             isolation.bring_up_loopback()
         except isolation.IsolationError as err:
             raise CliError(str(err)) from None
         return _run_inside(args, run_as.from_env())
-    stack = _stack(args.stack)  # a bad stack config fails before any install
-    namespace = _namespace_prefix(args.isolation)
-    if namespace is None:
-        _check_ports(args)  # on the host's loopback a busy port fails before any install
-    user = run_as.unprivileged_user()
+    isolation.catch_stop_signals(_interrupt)
     try:
-        user = _prepare(args, stack, user)
-    except KeyboardInterrupt:  # nothing of the lab runs yet
+        stack = _stack(args.stack)  # a bad stack config fails before any install
+        namespace = _namespace_prefix(args.isolation)
+        if namespace is None:
+            _check_ports(args)  # on the host's loopback a busy port fails before any install
+        user = _prepare(args, stack, run_as.unprivileged_user())
+        isolation.catch_stop_signals()  # the lab starts: from now on a stop is only recorded
+    except KeyboardInterrupt:
+        pass  # _interrupt recorded it: answered below, like one whose KeyboardInterrupt was dropped
+    if isolation.stop_requested():  # nothing of the lab runs yet
         print("benchlab local: interrupted during setup", file=sys.stderr)
         return EXIT_INTERRUPTED
     if namespace is None:
         return _run_inside(args, user)
-    code = isolation.run_in_namespace(namespace, user.to_env() if user else None)
+    code = isolation.run_in_namespace(namespace, user.to_env() if user else None,
+                                      ignore_at_start=True)
     return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
@@ -216,12 +220,8 @@ def _run_inside(args: argparse.Namespace, user: run_as.RunAs | None) -> int:
         worker_args=lab_twin.worker_args if lab_twin else {},
         twin=lab_twin.records if lab_twin else {})
     progress = Progress(plan.planned_seconds * len(args.graphs))
-    try:
-        run = run_lab(setup, progress)
-        report = _build_report(run.run_dir, progress)
-    except KeyboardInterrupt:  # past the graphs (each stops its own processes): nothing runs
-        progress.say("interrupted")
-        return EXIT_INTERRUPTED
+    run = run_lab(setup, progress)  # a stop signal ends it early (run.interrupted)
+    report = _build_report(run.run_dir, progress)
     _summarize(run, report, progress)
     if run.interrupted:
         return EXIT_INTERRUPTED
@@ -283,6 +283,9 @@ def _summarize(run, report: Path | None, progress: Progress) -> None:
 
 
 def _interrupt(signum, frame):
+    """During set-up nothing of the lab runs: stop wherever it is (a pip install too), once."""
+    isolation.catch_stop_signals()  # a second signal is only recorded
+    isolation.record_stop(signum, frame)
     raise KeyboardInterrupt
 
 

@@ -13,6 +13,11 @@ ends, however it ends, the kernel kills every process left in that namespace (NA
 AIPerf and whatever they forked). The process the user started stays outside, relays
 Ctrl-C, `kill` and hang-up to the lab inside (which stops its processes and keeps what
 finished), and takes the lab's namespace down with it if it is killed outright.
+
+A stop signal (Ctrl-C, `kill`, a hang-up) is recorded, never raised where it lands: the lab
+acts on it where it checks (`check_stop`: before it starts a process, in every wait, between
+steps), and clean-up never sees it. The process outside passes each one on to the lab once the
+lab catches it.
 """
 from __future__ import annotations
 
@@ -22,15 +27,46 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 ISOLATIONS = ("netns", "host")
 INSIDE_MARKER = "BENCHLAB_NETNS"  # set in the lab running inside the namespaces
-RELAYED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+RELAY_POLL_SECONDS = 0.1  # how soon a stop signal reaches the lab inside
+
+_stops: list[int] = []  # the stop signals this process received, in order
 
 
 class IsolationError(RuntimeError):
     pass
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal was received: raised by `check_stop`, where the lab can act on it."""
+
+
+def record_stop(signum, frame) -> None:
+    """The stop signals' handler: records the signal and raises nothing. Python runs a handler
+    between two bytecodes of whatever the main thread runs, and what it raises inside an
+    os.register_at_fork hook or a `__del__` is only printed (CPython: PyErr_WriteUnraisable): a
+    Ctrl-C raised as KeyboardInterrupt was lost this way, landing as the lab forked AIPerf
+    ("Exception ignored in: <function _releaseLock>", logging's at-fork hook)."""
+    _stops.append(signum)
+
+
+def catch_stop_signals(handler=record_stop) -> None:
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
+
+
+def stop_requested() -> bool:
+    return bool(_stops)
+
+
+def check_stop() -> None:
+    if _stops:
+        raise Interrupted(signal.Signals(_stops[0]).name)
 
 
 def inside_namespace() -> bool:
@@ -62,27 +98,70 @@ def unshare_argv() -> list[str] | None:
     return argv if trial.returncode == 0 else None
 
 
-def run_in_namespace(prefix: list[str], env: dict[str, str] | None = None) -> int:
+def run_in_namespace(prefix: list[str], env: dict[str, str] | None = None,
+                     ignore_at_start: bool = False) -> int:
     """Run this same lab command inside fresh namespaces; returns the lab's exit code.
 
-    `unshare --fork` ignores SIGINT and SIGTERM while it waits, so this process relays them
-    (and SIGHUP) to the lab's process group, where the lab stops what it started; if this
-    process is killed outright, unshare dies with it (parent-death signal) and takes the lab's
-    namespace with it.
+    Each stop signal this process receives goes on to the lab once the lab catches it: the
+    kernel drops a signal sent to a namespace's init that has no handler for it
+    (pid_namespaces(7)), and one sent before unshare has forked the lab would reach only unshare.
+    With `ignore_at_start` the lab starts with the stop signals ignored, for a lab that catches
+    them itself once it can act on them (Python would raise KeyboardInterrupt in whatever module
+    it is importing). If this process is killed outright, unshare dies with it (parent-death
+    signal) and takes the lab's namespace with it.
     """
+    catch_stop_signals()  # before the lab exists: from now on a stop signal waits for it
     child = subprocess.Popen([*prefix, sys.executable, *sys.orig_argv[1:]],
                              env={**os.environ, **(env or {}), INSIDE_MARKER: "1"},
-                             start_new_session=True, preexec_fn=die_with_parent)
+                             start_new_session=True,
+                             preexec_fn=_ignoring_stops if ignore_at_start else die_with_parent)
+    relayed = 0
+    while True:
+        try:
+            return child.wait(timeout=RELAY_POLL_SECONDS)
+        except subprocess.TimeoutExpired:
+            relayed = _relay(child.pid, relayed)
 
-    def relay(signum, frame):
-        try:  # unshare ignores INT and TERM but dies of HUP: the lab gets TERM for a hang-up
-            os.killpg(child.pid, signal.SIGTERM if signum == signal.SIGHUP else signum)
+
+def _ignoring_stops() -> None:
+    """preexec_fn: ignored signals stay ignored across execve (signal(7)), into the lab."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    die_with_parent()
+
+
+def _relay(unshare_pid: int, relayed: int) -> int:
+    """Send the lab the stop signals after the first `relayed`, as far as it catches them;
+    returns how many are relayed by now."""
+    while relayed < len(_stops):
+        lab = _child_of(unshare_pid)
+        if lab is None or not _catches(lab, _stops[relayed]):
+            break
+        try:
+            os.kill(lab, _stops[relayed])
         except ProcessLookupError:
-            pass
+            break  # the lab has just ended: unshare follows
+        relayed += 1
+    return relayed
 
-    for signum in RELAYED_SIGNALS:
-        signal.signal(signum, relay)
-    return child.wait()
+
+def _child_of(pid: int) -> int | None:
+    """`unshare --fork`'s one child, the lab (proc(5): /proc/PID/task/TID/children)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether `pid` has a handler for `signum`: its bit in SigCgt, /proc/PID/status (proc(5))."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught, 16) >> (signum - 1) & 1)
 
 
 def bring_up_loopback() -> None:

@@ -5,6 +5,8 @@ stops the children in reverse start order) and a stop signal reaches a child's o
 too (AIPerf forks a dozen services). Each child also dies with the lab if the lab is killed
 outright (parent-death signal); inside the lab's PID namespace, so do their own children.
 When the lab runs as root, its children run as an unprivileged user (local_lab/run_as.py).
+Once a stop signal has come (local_lab/isolation.py), no child starts and every wait on the
+children ends: `Interrupted` is raised; stopping them is never cut short.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from local_lab.isolation import die_with_parent
+from local_lab.isolation import check_stop, die_with_parent
 from local_lab.run_as import RunAs
 
 # Dynamo's graceful shutdown takes seconds and buys nothing here: each run's stores are new.
@@ -65,6 +67,7 @@ class ProcessGroup:
         return self.run_as.hand_over(path)
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
+        check_stop()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         user = {}
@@ -91,6 +94,7 @@ class ProcessGroup:
         deadline = time.monotonic() + timeout
         try:
             while child.alive():
+                check_stop()
                 others_alive()
                 if time.monotonic() > deadline:
                     raise StepTimedOut(f"{name} ran past its {timeout:.0f} s limit; "
@@ -101,6 +105,9 @@ class ProcessGroup:
             self._stop(child)
 
     def check_alive(self) -> None:
+        """Raises ProcessFailed for a child that exited, and Interrupted after a stop signal:
+        every wait on the children (the graph's start-up too) ends at once."""
+        check_stop()
         for child in self.children:
             if not child.alive():
                 raise ProcessFailed(f"{child.name} exited with code {child.popen.returncode}; "
@@ -109,17 +116,14 @@ class ProcessGroup:
     def stop_all(self) -> None:
         """TERM every child's process group (newest first), then KILL what outlives the wait.
 
-        A second Ctrl-C must not cut the clean-up short: SIGINT waits until it is done.
+        It checks no stop signal: one arriving now (a second Ctrl-C) is recorded, for the lab
+        to act on once every child is stopped.
         """
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            for child in reversed(self.children):
-                _signal_group(child, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-            for child in reversed(list(self.children)):
-                self._stop(child, deadline)
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        for child in reversed(self.children):
+            _signal_group(child, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        for child in reversed(list(self.children)):
+            self._stop(child, deadline)
 
     def _stop(self, child: Child, deadline: float | None = None) -> None:
         _signal_group(child, signal.SIGTERM)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from jobs import aiperf_argv, event_plane, run_manifest, serving_probe
 from jobs.modes import BenchPlan, Mode
-from local_lab import cloud_shape
+from local_lab import cloud_shape, isolation
 from local_lab.graph import Graph, GraphConfig, GraphError
 from local_lab.processes import ProcessFailed, ProcessGroup, StepTimedOut
 from local_lab.run_as import RunAs
@@ -79,7 +79,11 @@ class LabRun:
     step_seconds: dict[str, float] = field(default_factory=dict)  # "graph/mode/step" -> wall
     kv_routers: dict[str, dict] = field(default_factory=dict)  # graph -> the KV-router proof
     graph_restarts: dict[str, list[dict]] = field(default_factory=dict)  # graph -> why, when
-    interrupted: bool = False
+
+    @property
+    def interrupted(self) -> bool:
+        """A stop signal came (its handler records it: local_lab/isolation.py)."""
+        return isolation.stop_requested()
 
     @property
     def all_ok(self) -> bool:
@@ -175,8 +179,7 @@ def _start_graph(setup: LabSetup, graph: str, run: LabRun, processes: ProcessGro
     except GraphError as err:
         progress.say(f"{graph}: graph did not start: {err}")
         return f"graph did not start: {err}"
-    except KeyboardInterrupt:
-        run.interrupted = True
+    except isolation.Interrupted:
         return "interrupted while the graph started"
     run.graph_start_seconds[graph] = time.monotonic() - started
     progress.say(f"{graph}: graph ready in {run.graph_start_seconds[graph]:.1f} s")
@@ -200,6 +203,7 @@ def _run_mode(setup: LabSetup, graph: str, mode: Mode, run: LabRun, processes: P
     started, done, error, graph_error, stopped = _now(), [], None, None, None
     try:
         for index, call in enumerate(calls, 1):
+            isolation.check_stop()
             where = f"{graph}/{mode.name}/{call.step}"
             progress.step(where, index, len(calls), call.planned_seconds)
             step_started = time.monotonic()
@@ -213,8 +217,7 @@ def _run_mode(setup: LabSetup, graph: str, mode: Mode, run: LabRun, processes: P
         error = str(err)
     except ProcessFailed as err:  # a graph process died: the graph's remaining modes skip
         error = graph_error = str(err)
-    except KeyboardInterrupt:
-        run.interrupted = True
+    except isolation.Interrupted:
         error = "interrupted"
     status = "ok" if error is None else "failed"
     if error:
