@@ -6,6 +6,7 @@ CLI in the four modes, aggregated then disaggregated, and the same report the cl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 from jobs import aiperf_argv, modes
 from cli.cli import CliError
 from cli.plan_command import PLAN_JSON, default_out as default_plan_out
-from local_lab import cloud_shape, isolation, run_as, tool_venvs
+from local_lab import cloud_shape, fs_view, isolation, run_as, tool_venvs
 from jobs.names import GRAPHS, PROFILES
 from local_lab.graph import (ROUTER_MODES, GraphError, check_ports_free, max_frontend_port,
                              worker_metrics_ports)
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         namespace = _namespace_prefix(args.isolation)
         if namespace is None:
             _check_ports(args)  # on the host's loopback a busy port fails before any install
-        user = _prepare(args, stack, run_as.unprivileged_user())
+        user = _prepare(args, stack, run_as.unprivileged_user(), namespace)
         isolation.catch_stop_signals()  # the lab starts: from now on a stop is only recorded
     except KeyboardInterrupt:
         pass  # _interrupt recorded it: answered below, like one whose KeyboardInterrupt was dropped
@@ -107,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
     return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
-def _prepare(args: argparse.Namespace, stack: StackConfig,
-             user: run_as.RunAs | None) -> run_as.RunAs | None:
+def _prepare(args: argparse.Namespace, stack: StackConfig, user: run_as.RunAs | None,
+             namespace: list[str] | None) -> run_as.RunAs | None:
     """Everything that needs the real network or is slow to repeat: done once, outside.
     Returns whom the lab's processes run as."""
     tools = args.tools_dir.resolve()
@@ -116,34 +117,57 @@ def _prepare(args: argparse.Namespace, stack: StackConfig,
         tool_venvs.ensure_tools(tools, install=not args.no_install)
     except tool_venvs.ToolSetupError as err:
         raise CliError(str(err)) from None
-    model = ensure_model_dir(args.work_dir.resolve() / "model")
+    ensure_model_dir(args.work_dir.resolve() / "model")
     _twin(args, stack, install=not args.no_install)  # the tables, made once and cached
     if user is None:
         return None
     for directory in (args.out.resolve(), args.work_dir.resolve()):
         directory.mkdir(parents=True, exist_ok=True)
-    python = str(tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "python"))
-    trials = {
-            "the Dynamo venv": [python, "-c", "import dynamo.frontend, dynamo.mocker"],
-            "nats-server": [str(tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "nats-server")),
-                            "--version"],
-            "AIPerf": [str(tool_venvs.tool_path(tool_venvs.AIPERF, tools, "aiperf")), "--version"],
-            "the generated tokenizer": ["test", "-r", str(model / "tokenizer.json")],
-            f"the results directory {args.out}": ["test", "-x", str(args.out.resolve())],
-            f"the work directory {args.work_dir}": ["test", "-x", str(args.work_dir.resolve())],
-    }
+    blocked = fs_view.plan(_needed_paths(args), user.uid, user.gid)
+    if blocked and namespace is not None:  # tried inside, once the user sees what it needs
+        return dataclasses.replace(user, view=True)
     try:
-        run_as.check_runnable(user, trials)
-        return user
+        run_as.check_runnable(user, _trials(args))
     except run_as.RunAsError as err:
-        fallback = run_as.capless_root()
-        try:
-            run_as.check_runnable(fallback, trials)
-        except run_as.RunAsError:
-            raise CliError(str(err)) from None
-        print(f"benchlab local: {err}; running the lab's processes as root without any "
-              "capability (setpriv) instead", file=sys.stderr)
-        return fallback
+        hint = (f"; or leave out --isolation host: in its namespaces the lab shows {user.name} "
+                "only the paths it needs" if blocked else "")
+        raise CliError(f"{err}{hint}") from None
+    return user
+
+
+def _needed_paths(args: argparse.Namespace) -> list[Path]:
+    """What the lab's processes reach: the tool venvs, the Python they were made from, the
+    lab's directories."""
+    tools = args.tools_dir.resolve()
+    return [*(path for tool in tool_venvs.TOOL_VENVS
+              for path in fs_view.venv_paths(tool_venvs.tool_path(tool, tools, "python"))),
+            args.out.resolve(), args.work_dir.resolve()]
+
+
+def _trials(args: argparse.Namespace) -> dict[str, list[str]]:
+    """What the lab's processes must be able to run and reach, each as a command to try."""
+    tools = args.tools_dir.resolve()
+    return {
+        "the Dynamo venv": [str(tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "python")), "-c",
+                            "import dynamo.frontend, dynamo.mocker"],
+        "nats-server": [str(tool_venvs.tool_path(tool_venvs.DYNAMO, tools, "nats-server")), "--version"],
+        "AIPerf": [str(tool_venvs.tool_path(tool_venvs.AIPERF, tools, "aiperf")), "--version"],
+        "the generated tokenizer": ["test", "-r", str(args.work_dir.resolve() / "model" / "tokenizer.json")],
+        f"the results directory {args.out}": ["test", "-x", str(args.out.resolve())],
+        f"the work directory {args.work_dir}": ["test", "-x", str(args.work_dir.resolve())],
+    }
+
+
+def _show_what_it_needs(args: argparse.Namespace, user: run_as.RunAs) -> None:
+    """Inside the namespaces: cover the directories `user` may not enter, keeping in sight only
+    what it needs (_needed_paths); then try what it must run."""
+    try:
+        covered = fs_view.make_reachable(_needed_paths(args), user.uid, user.gid)
+        run_as.check_runnable(user, _trials(args))
+    except (fs_view.ViewError, run_as.RunAsError) as err:
+        raise CliError(str(err)) from None
+    print(f"benchlab local: {user.name} may not enter {', '.join(map(str, covered))}; in the lab's "
+          "namespaces it sees there only the tool venvs, their Python and the lab's directories")
 
 
 def _twin(args: argparse.Namespace, stack: StackConfig, install: bool):
@@ -197,6 +221,8 @@ def _check_ports(args: argparse.Namespace) -> None:
 
 def _run_inside(args: argparse.Namespace, user: run_as.RunAs | None) -> int:
     tools = args.tools_dir.resolve()
+    if user is not None and user.view:
+        _show_what_it_needs(args, user)
     try:
         tool_venvs.ensure_tools(tools, install=False)
     except tool_venvs.ToolSetupError as err:

@@ -75,7 +75,7 @@ class ProcessGroup:
             user = self.run_as.popen_args()
             env = {**env, "HOME": str(self.writable(self.log_dir.parent / "home"))}
         with log_path.open("wb") as log:
-            popen = subprocess.Popen(self.run_as.argv(argv) if self.run_as else argv,
+            popen = subprocess.Popen(argv,
                                      stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                                      preexec_fn=die_with_parent, **user)

@@ -6,9 +6,9 @@ only that user). Started as root, they run as the user who ran sudo, else `nobod
 only the directories they write (stores, AIPerf artifacts, a home) and must be able to run the
 tool venvs, which is tried before anything starts. Where that user cannot (the project or the
 Python the venvs were made from lies under a directory only root may enter, such as /root or
-a 0700 temporary directory), they run as root without a single capability instead: setpriv
-empties the bounding set, so an exec grants none (capabilities(7), "Capabilities and execution
-of programs by root"), and no-new-privs stops any regaining them.
+a 0700 temporary directory), the lab shows that user, inside its own mount namespace, only the
+paths it needs out of those directories (local_lab/fs_view.py) and tries again there; it never
+runs them as root.
 """
 from __future__ import annotations
 
@@ -18,9 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-ENV = "BENCHLAB_RUN_AS"  # "uid:gid:name", handed to the lab inside the namespaces
-CAPLESS_NAME = "root-without-capabilities"
-CAPLESS_PREFIX = ("setpriv", "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs", "--")
+ENV = "BENCHLAB_RUN_AS"  # "uid:gid:name[:view]", handed to the lab inside the namespaces
 TRIAL_TIMEOUT_SECONDS = 120
 
 
@@ -33,17 +31,10 @@ class RunAs:
     uid: int
     gid: int
     name: str
-
-    @property
-    def capless(self) -> bool:
-        return self.name == CAPLESS_NAME
+    view: bool = False  # the lab inside shows this user what it needs first (fs_view)
 
     def popen_args(self) -> dict:
-        return {} if self.capless else {"user": self.uid, "group": self.gid, "extra_groups": []}
-
-    def argv(self, argv: list[str]) -> list[str]:
-        """`argv` as this user runs it (root without capabilities: behind setpriv)."""
-        return [*CAPLESS_PREFIX, *argv] if self.capless else argv
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
 
     def hand_over(self, path: Path) -> Path:
         """`path` created if needed and given to this user (the lab's own working directories)."""
@@ -52,7 +43,7 @@ class RunAs:
         return path
 
     def to_env(self) -> dict[str, str]:
-        return {ENV: f"{self.uid}:{self.gid}:{self.name}"}
+        return {ENV: f"{self.uid}:{self.gid}:{self.name}" + (":view" if self.view else "")}
 
 
 def unprivileged_user(environ=os.environ) -> RunAs | None:
@@ -67,24 +58,19 @@ def unprivileged_user(environ=os.environ) -> RunAs | None:
     return RunAs(nobody.pw_uid, nobody.pw_gid, "nobody")
 
 
-def capless_root() -> RunAs:
-    """The fallback when no unprivileged user can run the tools: root without capabilities."""
-    return RunAs(0, 0, CAPLESS_NAME)
-
-
 def from_env(environ=os.environ) -> RunAs | None:
     """The user the outer lab chose (inside the namespaces everyone looks like root)."""
     if ENV not in environ:
         return None
-    uid, gid, name = environ[ENV].split(":", 2)
-    return RunAs(int(uid), int(gid), name)
+    uid, gid, name, *view = environ[ENV].split(":")
+    return RunAs(int(uid), int(gid), name, view == ["view"])
 
 
 def check_runnable(run_as: RunAs, trials: dict[str, list[str]]) -> None:
     """Run each tool's trial command as `run_as`; RunAsError names the first that fails."""
     for tool, argv in trials.items():
         try:
-            result = subprocess.run(run_as.argv(argv), capture_output=True, text=True, cwd="/",
+            result = subprocess.run(argv, capture_output=True, text=True, cwd="/",
                                     env={"PATH": os.environ.get("PATH", ""), "HOME": "/"},
                                     timeout=TRIAL_TIMEOUT_SECONDS, **run_as.popen_args())
             failed = result.returncode != 0

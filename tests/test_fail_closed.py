@@ -2,6 +2,7 @@
 after a kill or a hang-up, no process of the lab running as root. Real processes, no Dynamo."""
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import pytest
 from tests.conftest import REPO
 
 from local_lab import isolation, run_as
+from stacks.config import StackConfig
 from local_lab.processes import ProcessGroup
 
 needs_namespaces = pytest.mark.skipif(isolation.unshare_argv() is None,
@@ -151,25 +153,33 @@ def test_as_root_a_tool_the_user_cannot_run_stops_the_lab_before_it_starts(open_
         run_as.check_runnable(run_as.unprivileged_user({}), {"AIPerf": [str(tool)]})
 
 
+def _lab_args(root: Path) -> argparse.Namespace:
+    from cli import local_command
+    parser = argparse.ArgumentParser()
+    local_command.add_arguments(parser)
+    return parser.parse_args(["--tools-dir", str(root / "tools"), "--out", str(root / "out"),
+                              "--work-dir", str(root / "work"), "--no-install", "--no-twin"])
+
+
 @needs_root
-def test_where_no_unprivileged_user_can_run_the_tools_root_runs_them_without_capabilities(open_tmp):
-    """A project under a directory only root may enter (/root, a 0700 temporary directory):
-    nobody cannot run its venvs, so the lab's processes run as root with no capability."""
+def test_where_nobody_may_not_enter_the_tools_the_lab_shows_it_a_view_and_never_runs_them_as_root(
+        open_tmp, monkeypatch):
+    """A project under a directory only root may enter (/root, a 0700 temporary directory): in
+    its namespaces the lab covers that directory for nobody (local_lab/fs_view.py); on the
+    host's network it refuses, naming the fix. No process of the lab runs as root."""
+    from cli import local_command
+    from cli.cli import CliError
     private = open_tmp / "private"
     private.mkdir(mode=0o700)
-    tool = private / "tool"
-    tool.write_text("#!/bin/sh\nexit 0\n")
-    tool.chmod(0o755)
-    capless = run_as.capless_root()
-    run_as.check_runnable(capless, {"AIPerf": [str(tool)]})  # root without capabilities can
-    assert run_as.from_env(capless.to_env()) == capless
-    processes = ProcessGroup(open_tmp / "logs", capless)
-    code = processes.run_to_end("caps", ["grep", "-E", "^Cap(Eff|Prm|Bnd)", "/proc/self/status"],
-                                dict(os.environ), timeout=30)
-    caps = dict(line.split(":\t") for line in (open_tmp / "logs" / "caps.log").read_text().splitlines()
-                if line.startswith("Cap"))
-    assert code == 0
-    assert {name: int(value, 16) for name, value in caps.items()} == {"CapPrm": 0, "CapEff": 0, "CapBnd": 0}
+    args = _lab_args(private)
+    monkeypatch.setattr(local_command.tool_venvs, "ensure_tools", lambda *a, **k: None)
+    monkeypatch.setattr(local_command, "_twin", lambda *a, **k: None)
+    nobody = run_as.unprivileged_user({})
+    shown = local_command._prepare(args, StackConfig(), nobody, namespace=["unshare"])
+    assert shown == run_as.RunAs(nobody.uid, nobody.gid, "nobody", view=True)
+    assert run_as.from_env(shown.to_env()) == shown  # handed to the lab inside
+    with pytest.raises(CliError, match=r"as nobody .* cannot run .*leave out --isolation host"):
+        local_command._prepare(args, StackConfig(), nobody, namespace=None)
 
 
 class _RecordingGroup:
