@@ -166,7 +166,7 @@ def test_the_lab_inside_catches_its_stop_signals_before_anything_else(monkeypatc
 @pytest.mark.parametrize("swallowed", [False, True])
 def test_a_stop_during_set_up_ends_the_lab_even_if_its_keyboardinterrupt_is_swallowed(
         monkeypatch, stop_signals, swallowed):
-    def prepare(args, stack, user):
+    def prepare(args, stack, user, namespace):
         try:
             signal.raise_signal(signal.SIGINT)
         except KeyboardInterrupt:
