@@ -327,6 +327,9 @@ def _bucket_outputs(name: str, inputs: dict) -> dict:
     return {"id": bucket, "bucket": bucket, "arn": f"arn:aws:s3:::{bucket}"}
 
 
+MOCK_S3_CIDRS = ("52.216.0.0/15", "54.231.0.0/16", "3.5.0.0/19")
+
+
 # Outputs of the resources whose defaults are not enough (remote components' outputs above all:
 # under mocks their children are never created).
 LAB_OUTPUTS: dict[str, Callable[[str, dict], dict]] = {
@@ -340,6 +343,11 @@ LAB_OUTPUTS: dict[str, Callable[[str, dict], dict]] = {
     "aws:s3/bucket:Bucket": lambda name, inputs: _bucket_outputs(name, inputs),
     "aws:ec2/launchTemplate:LaunchTemplate": lambda name, inputs: {"id": f"lt-{name}", "latestVersion": 1},
     "aws:iam/role:Role": lambda name, inputs: {"arn": f"arn:aws:iam::123456789012:role/{name}"},
+    # An archive input comes back decoded as a plain dict, which the SDK refuses as an output.
+    "aws:lambda/function:Function": lambda name, inputs: {"code": None},
+    # A gateway endpoint exposes its service's prefix-list CIDRs (stand-ins shaped like S3's).
+    "aws:ec2/vpcEndpoint:VpcEndpoint": lambda name, inputs: {
+        "cidrBlocks": list(MOCK_S3_CIDRS) if inputs.get("vpcEndpointType") == "Gateway" else []},
     "kubernetes:helm.sh/v3:Release": lambda name, inputs: {
         "status": {"name": inputs.get("name", name), "namespace": inputs.get("namespace", "default"),
                    "status": "deployed", "version": inputs.get("version", "")}},
@@ -366,11 +374,48 @@ def run_program(config: dict[str, Any], secrets: dict[str, str] | None = None, *
     return run(program, stack=stack, mocks=mocks or ProgramMocks(LAB_OUTPUTS), recording=recording)
 
 
-def stack_config(path: str) -> dict[str, Any]:
-    """The `benchlab:` keys of a Pulumi.<stack>.yaml, prefix removed."""
+# TEST ONLY. The shipped stack files' publicAccessCidrs placeholder (a documentation range) is
+# refused by validation, by `pulumi up` as by preflight. Offline runs of those files (the tests,
+# `benchlab synth`, `cost`, `plan`) put this CIDR in its place and say so; it never reaches AWS,
+# and `pulumi up` reads the file itself. Globally reachable: validation refuses any other kind.
+TEST_PUBLIC_ACCESS_CIDR = "1.2.3.4/32"
+
+
+def placeholder_cidrs(values: dict[str, Any]) -> list[str]:
+    """The publicAccessCidrs entries in a documentation range: the shipped placeholder."""
+    import ipaddress
+
+    from stacks.config import DOCUMENTATION_NETS
+
+    cidrs = values.get("publicAccessCidrs")
+    found = []
+    for cidr in cidrs if isinstance(cidrs, list) else []:
+        try:
+            network = ipaddress.IPv4Network(cidr)
+        except (TypeError, ValueError):
+            continue  # validation names it
+        if any(network.subnet_of(net) for net in DOCUMENTATION_NETS):
+            found.append(cidr)
+    return found
+
+
+def stack_config(path: str, *, test_cidr: bool = True) -> dict[str, Any]:
+    """The `benchlab:` keys of a Pulumi.<stack>.yaml, prefix removed. With `test_cidr` (offline
+    runs), a placeholder CIDR is replaced by TEST_PUBLIC_ACCESS_CIDR; without, the file as
+    written: what `pulumi up` validates."""
     import yaml
 
     with open(path, encoding="utf-8") as f:
         doc = yaml.safe_load(f) or {}
     prefix = "benchlab:"
-    return {k[len(prefix):]: v for k, v in (doc.get("config") or {}).items() if k.startswith(prefix)}
+    values = {k[len(prefix):]: v for k, v in (doc.get("config") or {}).items() if k.startswith(prefix)}
+    return with_test_cidr(values) if test_cidr else values
+
+
+def with_test_cidr(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with its placeholder CIDRs (if any) replaced by TEST_PUBLIC_ACCESS_CIDR."""
+    placeholders = placeholder_cidrs(values)
+    if not placeholders:
+        return values
+    kept = [c for c in values["publicAccessCidrs"] if c not in placeholders]
+    return {**values, "publicAccessCidrs": kept + [TEST_PUBLIC_ACCESS_CIDR]}

@@ -1,16 +1,19 @@
 """`benchlab preflight`: will the stack come up? Read-only AWS checks before any money is spent.
 
-For the stack's region and GPU zone: credentials; each instance type offered where its node
-group goes; EFA on the GPU types; on-demand vCPU quotas (P, G, Standard) against what the node
-groups need; the EKS version; capacity reservations the GPU node groups could use.
+First what `pulumi up`'s validation refuses, from the same functions (stacks/config.py), on the
+stack file as written. For the stack's region and GPU zone: credentials, and whether they outlive
+the planned campaign; the caller listed in clusterAccess.admins; the zones' IDs EKS accepts for a
+control plane; each instance type offered where its node group goes; EFA on the GPU types;
+on-demand vCPU quotas (P, G, Standard) against what the node groups need; the EKS version;
+capacity reservations the GPU node groups could use.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import datetime as dt
-import ipaddress
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -20,10 +23,12 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cli import stack_file
-from cli.cost import nodes_up
+from cli.cost import nodes_up, timeline
+from cli.leftovers import PROJECT
 from jobs.names import GRAPHS, NODE_GROUPS
 from stacks import pod_fit
-from stacks.config import StackConfig, is_open_to_internet
+from stacks import config
+from stacks.config import StackConfig
 from facts import eks as eks_facts
 from facts.instances import facts, quota_family
 
@@ -55,24 +60,29 @@ class AwsClients:
     ec2: Any
     eks: Any
     quotas: Any
+    credentials: Any = None  # botocore's, as the AWS CLI's `aws eks get-token` resolves them
 
     @classmethod
     def create(cls, region: str, profile: str | None = None) -> "AwsClients":
         import boto3
 
         session = boto3.Session(profile_name=profile, region_name=region)
-        return cls(*(session.client(name) for name in ("sts", "ec2", "eks", "service-quotas")))
+        return cls(*(session.client(name) for name in ("sts", "ec2", "eks", "service-quotas")),
+                   credentials=session.get_credentials())
 
 
 # ---------------------------------------------------------------------------------------
 # The checks
 # ---------------------------------------------------------------------------------------
-def run_checks(cfg: StackConfig, clients: AwsClients) -> list[Check]:
-    identity = check_credentials(clients.sts)
+def run_checks(cfg: StackConfig, clients: AwsClients, stack: str) -> list[Check]:
+    identity, caller = check_credentials(clients.sts)
     if identity.status == "fail":
         return [identity, Check("other checks", "skip", "they need working credentials")]
-    return [identity, *check_image_lock(cfg),
+    return [identity, check_credential_lifetime(clients.credentials, campaign_minutes(cfg)),
+            check_creator_not_listed(cfg, caller, clients.eks, f"{PROJECT}-{stack}"),
+            *check_image_lock(cfg),
             *check_offerings(cfg, clients.ec2),
+            check_control_plane_zones(cfg, clients.ec2),
             *check_efa(cfg, clients.ec2),
             *check_quotas(cfg, clients.quotas, clients.ec2),
             check_eks_version(cfg, clients.eks),
@@ -83,6 +93,15 @@ def run_checks(cfg: StackConfig, clients: AwsClients) -> list[Check]:
 def local_checks(cfg: StackConfig) -> list[Check]:
     """What needs no AWS call: the tools `pulumi up` and kubectl use, and who the API admits."""
     return [check_aws_cli(), check_api_access(cfg), check_pod_fit(cfg), check_efa_image(cfg)]
+
+
+def check_stack_config(refused: list[str]) -> Check:
+    """What `pulumi up`'s validation refuses before any resource (the same functions,
+    stacks/config.py validate and stack_problems)."""
+    if refused:
+        return Check("stack config", "fail", "`pulumi up` refuses it: " + "; ".join(refused),
+                     "correct each key named (README, Config reference)")
+    return Check("stack config", "pass", "`pulumi up`'s validation accepts it")
 
 
 def check_efa_image(cfg: StackConfig) -> Check:
@@ -123,26 +142,18 @@ def check_aws_cli() -> Check:
     return Check(name, "pass", found.group(0))
 
 
-# RFC 5737 documentation ranges: the shipped stack files' placeholder lives in one.
-DOCUMENTATION_NETS = tuple(ipaddress.IPv4Network(n) for n in
-                           ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
-
-
 def check_api_access(cfg: StackConfig) -> Check:
+    """`pulumi up`'s rules on publicAccessCidrs (stacks/config.py), except that the override
+    clusterAccess.allowApiFromAnywhere does not silence an API open to the internet here."""
     name = "EKS API access"
     fix = ("set your own CIDRs: pulumi config set --path 'publicAccessCidrs[0]' "
            "\"$(curl -s https://checkip.amazonaws.com)/32\"")
     cidrs = cfg.public_access_cidrs
     if not cidrs:
         return Check(name, "fail", "publicAccessCidrs is not set: nobody could reach the API", fix)
-    if is_open_to_internet(cidrs):
-        return Check(name, "fail", "publicAccessCidrs cover every address: the API is open to the internet "
-                     "(clusterAccess.allowApiFromAnywhere)", fix)
-    placeholders = [c for c in cidrs
-                    if any(ipaddress.IPv4Network(c).subnet_of(n) for n in DOCUMENTATION_NETS)]
-    if placeholders:
-        return Check(name, "fail", f"{', '.join(placeholders)} is a documentation range (the "
-                     "stack file's placeholder): you could not reach your own cluster", fix)
+    problems = config.public_access_problems(cidrs, allow_anywhere=False)
+    if problems:
+        return Check(name, "fail", "; ".join(problems), fix)
     return Check(name, "pass", f"only {', '.join(cidrs)}")
 
 
@@ -154,7 +165,9 @@ def check_image_lock(cfg: StackConfig) -> list[Check]:
             checks.append(Check(f"image {reference}", "pass",
                                 f"locked: deployed as @{cfg.image_digests[reference]}"))
         else:
-            checks.append(Check(f"image {reference}", "warn",
+            # `pulumi up` refuses it for credential holders without the opt-in (stacks/config.py)
+            refused = reference in cfg.unpinned_credential_images() and not cfg.image_policy.allow_unpinned_images
+            checks.append(Check(f"image {reference}", "fail" if refused else "warn",
                                 "not locked: deployed by tag, which the registry can move",
                                 "./benchlab lock-images --stack <stack> (records its digest)"))
     stale = sorted(set(cfg.image_digests) - set(cfg.images().values()))
@@ -164,14 +177,120 @@ def check_image_lock(cfg: StackConfig) -> list[Check]:
     return checks
 
 
-def check_credentials(sts) -> Check:
+def check_credentials(sts) -> tuple[Check, str]:
+    """The caller (sts get-caller-identity) and its ARN ("" when there is none)."""
     try:
         who = sts.get_caller_identity()
     except _AWS_ERRORS as err:
         return Check("credentials", "fail", str(err),
                      "configure AWS credentials (aws configure, AWS_PROFILE or --profile, "
-                     "or aws sso login) for the account the lab goes into")
-    return Check("credentials", "pass", f"account {who['Account']} as {who['Arn']}")
+                     "or aws sso login) for the account the lab goes into"), ""
+    return Check("credentials", "pass", f"account {who['Account']} as {who['Arn']}"), who["Arn"]
+
+
+def campaign_minutes(cfg: StackConfig) -> float:
+    """The planned campaign, first `up` to the end of `destroy` (`benchlab cost`'s timeline)."""
+    return sum(phase.minutes for phase in timeline(cfg))
+
+
+# botocore credential providers whose credentials renew themselves (botocore/credentials.py: each
+# returns RefreshableCredentials with a refresh_using that fetches new ones); "env" does not: its
+# refresh re-reads the same variables (EnvProvider, AWS_CREDENTIAL_EXPIRATION).
+SELF_REFRESHING = {"assume-role", "assume-role-with-web-identity", "sso", "custom-process",
+                   "iam-role", "container-role", "login"}
+LONGER_SESSION_FIX = ("use a profile whose credentials refresh (role_arn + source_profile, or "
+                      "`aws configure sso`), or a session of at least {hours} h "
+                      "(aws sts assume-role --duration-seconds, within the role's MaxSessionDuration)")
+
+
+def check_credential_lifetime(credentials, minutes: float, now: dt.datetime | None = None) -> Check:
+    """The whole campaign runs inside `pulumi up`, authenticated by `aws eks get-token` with these
+    credentials: temporary ones that do not refresh must outlive it."""
+    name = "credentials outlive the campaign"
+    hours = math.ceil(minutes / 60)
+    fix = LONGER_SESSION_FIX.format(hours=hours)
+    method = getattr(credentials, "method", "")
+    if credentials is None:
+        return Check(name, "fail", "no credentials found", fix)
+    if method in SELF_REFRESHING:
+        return Check(name, "pass", f"they refresh themselves ({method}) through the "
+                     f"{minutes:.0f}-minute campaign")
+    # RefreshableCredentials(expiry_time=...) keeps it in _expiry_time (botocore/credentials.py);
+    # for exported session credentials it comes from AWS_CREDENTIAL_EXPIRATION.
+    expiry = getattr(credentials, "_expiry_time", None)
+    if expiry is not None:
+        left = (expiry - (now or dt.datetime.now(dt.timezone.utc))).total_seconds() / 60
+        if left < minutes:
+            return Check(name, "fail", f"they expire at {expiry.isoformat()}, in {max(left, 0):.0f} "
+                         f"min; the campaign plans {minutes:.0f} min (`benchlab cost`)", fix)
+        return Check(name, "pass", f"they expire in {left:.0f} min, after the {minutes:.0f}-minute campaign")
+    if not credentials.token:
+        return Check(name, "pass", f"long-term keys ({method}): no expiry")
+    return Check(name, "warn", f"session credentials ({method}) of unknown expiry that do not "
+                 f"refresh; the campaign plans {minutes:.0f} min",
+                 fix + "; or export AWS_CREDENTIAL_EXPIRATION with them "
+                 "(aws configure export-credentials --format env) so that preflight can check")
+
+
+def principal_of(arn: str) -> str:
+    """An STS assumed-role session as its IAM role (account and name; the role's path is not in
+    the session ARN), an IAM user or role as itself without its path."""
+    parts = arn.split(":", 5)
+    if len(parts) != 6:
+        return arn
+    partition, account, (kind, _, rest) = parts[1], parts[4], parts[5].partition("/")
+    if kind == "assumed-role":  # assumed-role/<role>/<session>
+        return f"arn:{partition}:iam::{account}:role/{rest.split('/')[0]}"
+    if kind in ("role", "user"):
+        return f"arn:{partition}:iam::{account}:{kind}/{rest.rsplit('/', 1)[-1]}"
+    return arn
+
+
+def check_creator_not_listed(cfg: StackConfig, caller: str, eks, cluster: str) -> Check:
+    """pulumi-eks makes the identity that creates the cluster its admin itself; an access entry of
+    ours for the same principal collides with that one (EKS CreateAccessEntry: ResourceInUseException)."""
+    name = "cluster admins"
+    me = principal_of(caller)
+    listed = [arn for arn in cfg.cluster_access.admins if principal_of(arn) == me]
+    if not listed:
+        return Check(name, "pass", f"{me} (you) is admin as the cluster's creator; "
+                     f"{len(cfg.cluster_access.admins)} more in clusterAccess.admins")
+    try:
+        eks.describe_cluster(name=cluster)
+    except eks.exceptions.ResourceNotFoundException:
+        # pulumi/pulumi-eks nodejs/eks/cluster/cluster.ts createCore: accessConfig
+        # bootstrapClusterCreatorAdminPermissions: true whenever authenticationMode is set
+        return Check(name, "fail", f"clusterAccess.admins lists {', '.join(listed)}, which is you: "
+                     "pulumi-eks already makes the creator admin (bootstrapClusterCreatorAdminPermissions), "
+                     "so creating the cluster would fail on a second access entry for it",
+                     f"remove {', '.join(listed)} from clusterAccess.admins (you are admin as its creator)")
+    except _AWS_ERRORS as err:
+        return _api_failure(name, err, "eks:DescribeCluster")
+    return Check(name, "warn", f"cluster {cluster} exists and clusterAccess.admins lists you "
+                 f"({', '.join(listed)}): fine if a teammate created it; if you did, its creator entry "
+                 "already exists and a new one collides", "if you created the cluster, remove yourself")
+
+
+def check_control_plane_zones(cfg: StackConfig, ec2) -> Check:
+    """The cluster's subnets go in every zone of availabilityZones; EKS refuses some zone IDs, and
+    which ID a zone name is differs per account."""
+    name = "EKS control plane zones"
+    try:
+        zones = ec2.describe_availability_zones(AllAvailabilityZones=False)["AvailabilityZones"]
+    except _AWS_ERRORS as err:
+        return _api_failure(name, err, "ec2:DescribeAvailabilityZones")
+    ids = {z["ZoneName"]: z["ZoneId"] for z in zones if z.get("ZoneType", "availability-zone") == "availability-zone"}
+    mapping = ", ".join(f"{z} = {ids.get(z, '?')}" for z in cfg.availability_zones)
+    unknown = [z for z in cfg.availability_zones if z not in ids]
+    refused = [z for z in cfg.availability_zones if ids.get(z) in eks_facts.UNSUPPORTED_CONTROL_PLANE_ZONE_IDS]
+    if not unknown and not refused:
+        return Check(name, "pass", f"EKS accepts {mapping}")
+    usable = sorted(z for z, i in ids.items() if i not in eks_facts.UNSUPPORTED_CONTROL_PLANE_ZONE_IDS)
+    detail = "; ".join(
+        ([f"{', '.join(refused)}: zone ID EKS refuses for a cluster (UnsupportedAvailabilityZoneException)"]
+         if refused else []) + ([f"{', '.join(unknown)}: not a zone of {cfg.region} here"] if unknown else []))
+    return Check(name, "fail", f"{detail} ({mapping})",
+                 f"choose availabilityZones (and gpuAvailabilityZone) among {', '.join(usable)}")
 
 
 def check_offerings(cfg: StackConfig, ec2) -> list[Check]:
@@ -402,9 +521,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    stack = stack_file.load(args.stack)
-    cfg = stack.config()
-    checks = [*local_checks(cfg), *run_checks(cfg, AwsClients.create(cfg.region, args.profile))]
+    # The file as `pulumi up` reads it (no test CIDR), checked by the same rules; the AWS
+    # checks run too, so that every problem is reported at once.
+    stack = stack_file.load(args.stack, test_cidr=False)
+    cfg, refused = config.validate(stack.values)
+    refused += config.stack_problems(stack.values, stack.secret_keys, stack.name)
+    checks = [check_stack_config(refused), *local_checks(cfg),
+              *run_checks(cfg, AwsClients.create(cfg.region, args.profile), stack.name)]
     if args.json:
         print(json.dumps([dataclasses.asdict(c) for c in checks], indent=2))
     else:

@@ -27,6 +27,8 @@ class StackFile:
     path: Path
     values: dict[str, Any]  # the plain `benchlab:` keys, prefix removed
     secret_keys: tuple[str, ...]  # keys set with --secret (their values stay encrypted)
+    # the file's placeholder CIDRs that `values` carries TEST_PUBLIC_ACCESS_CIDR in place of
+    test_cidr_replaced: tuple[str, ...] = ()
 
     def config(self) -> config.StackConfig:
         try:
@@ -42,8 +44,10 @@ def add_stack_argument(parser: argparse.ArgumentParser) -> None:
                              f"CLI is installed, else {pulumi_cli.DEFAULT_STACK})")
 
 
-def load(stack: str | None, root: Path | None = None) -> StackFile:
-    """`Pulumi.<stack>.yaml`; stack None is the selected stack (cli/pulumi_cli.py)."""
+def load(stack: str | None, root: Path | None = None, *, test_cidr: bool = True) -> StackFile:
+    """`Pulumi.<stack>.yaml`; stack None is the selected stack (cli/pulumi_cli.py). With
+    `test_cidr` (the offline commands) a placeholder CIDR is replaced by offline's
+    TEST_PUBLIC_ACCESS_CIDR; without (preflight), the values are what `pulumi up` validates."""
     stack = pulumi_cli.selected_stack() if stack is None else stack
     root = REPO_ROOT if root is None else root
     path = root / f"Pulumi.{stack}.yaml"
@@ -51,12 +55,14 @@ def load(stack: str | None, root: Path | None = None) -> StackFile:
         known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
         raise CliError(f"no stack file {path}; stacks here: {', '.join(known) or 'none'}")
     try:
-        raw = offline.stack_config(str(path))
+        written = offline.stack_config(str(path), test_cidr=False)
     except (OSError, yaml.YAMLError) as err:
         raise CliError(f"{path.name}: cannot read: {err}") from None
+    raw = offline.with_test_cidr(written) if test_cidr else written
     secret = tuple(sorted(k for k, v in raw.items() if _is_encrypted(v)))
     values = {k: v for k, v in raw.items() if k not in secret}
-    return StackFile(stack, path, values, secret)
+    replaced = tuple(offline.placeholder_cidrs(written)) if test_cidr else ()
+    return StackFile(stack, path, values, secret, replaced)
 
 
 def _is_encrypted(value: Any) -> bool:

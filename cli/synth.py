@@ -327,6 +327,10 @@ def run(args: argparse.Namespace) -> int:
     objects = sum(1 for f in written.files if f.parent.name == "k8s")
     print(f"wrote {len(written.files)} files to {out}: {objects} Kubernetes objects, "
           f"{len(synthesis.recording.resources)} resources in the graph")
+    if stack.test_cidr_replaced:
+        print(f"note: publicAccessCidrs {', '.join(stack.test_cidr_replaced)} (the stack file's "
+              f"placeholder) rendered as the test CIDR {offline.TEST_PUBLIC_ACCESS_CIDR}; "
+              "`pulumi up` refuses the file until you set your own")
     for path in written.leaks:
         print(f"warning: a secret value was in plain text in {path} (scrubbed); "
               "the resource behind it must mark it secret")

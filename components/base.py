@@ -17,15 +17,19 @@ import pulumi_kubernetes as k8s
 HF_TOKEN_SECRET = "hf-token-secret"  # the name Dynamo's examples use
 HF_TOKEN_KEY = "HF_TOKEN"
 PART_OF = {"app.kubernetes.io/part-of": "benchlab"}
-# GPU Operator pods need host access (privileged); EKS does not enforce PSA by default, this
-# says so explicitly for clusters that do.
-PRIVILEGED = {"pod-security.kubernetes.io/enforce": "privileged"}
-# Every other namespace of the lab: warn on apply and audit against the restricted profile
+# Pod Security Admission: each namespace enforces the strictest profile its pods meet (the
+# caller's `enforce`) and warns and audits against restricted
 # (https://kubernetes.io/docs/concepts/security/pod-security-admission/ "Pod Security Admission
-# labels for namespaces"), without enforcing it: the EFA workers add IPC_LOCK (RDMA pins memory),
-# which the restricted profile forbids, and say so on every apply.
-RESTRICTED_WARN_AUDIT = {"pod-security.kubernetes.io/warn": "restricted",
-                         "pod-security.kubernetes.io/audit": "restricted"}
+# labels for namespaces"); tests/test_pod_security.py holds every rendered pod to its namespace's.
+PSA_LEVELS = ("restricted", "baseline", "privileged")
+
+
+def pod_security_labels(enforce: str) -> dict[str, str]:
+    labels = {"pod-security.kubernetes.io/enforce": enforce}
+    if enforce != "privileged":  # a privileged namespace's pods would warn on every apply
+        labels |= {"pod-security.kubernetes.io/warn": "restricted",
+                   "pod-security.kubernetes.io/audit": "restricted"}
+    return labels
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class BaseArgs:
     namespaces: dict[str, str]  # role ("gpu-operator", "monitoring", ...) -> namespace name
     token_namespace: str  # role of the namespace that holds the HF token Secret
     hf_token: pulumi.Input[str] | None  # a Pulumi secret; None: public model, no Secret
-    privileged: tuple[str, ...] = ()  # roles of namespaces whose pods need privilege
+    enforce: dict[str, str] = field(default_factory=dict)  # role -> PSA level (PSA_LEVELS)
     depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
@@ -47,7 +51,7 @@ class Base(pulumi.ComponentResource):
             role: k8s.core.v1.Namespace(
                 f"{name}-{role}",
                 metadata={"name": ns, "labels": {
-                    **PART_OF, **(PRIVILEGED if role in args.privileged else RESTRICTED_WARN_AUDIT)}},
+                    **PART_OF, **pod_security_labels(args.enforce[role])}},
                 opts=pulumi.ResourceOptions(parent=self, depends_on=args.depends_on))
             for role, ns in args.namespaces.items()}
         self.hf_token_secret = None if args.hf_token is None else k8s.core.v1.Secret(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from jobs import modes
+from jobs import deadlines, modes
 from jobs.entrypoint import GPU_OPERATOR_NAMESPACE_ENV
 from components import job_code
 from components.base import PART_OF
@@ -31,10 +31,6 @@ from facts.wheel_locks import AIPERF
 SERVICE_ACCOUNT = "bench-runner"
 PLAN_MOUNT = "/opt/benchlab-plan"
 PLAN_FILE = "plan.json"
-# Before and after a mode's planned load: installing the locked AIPerf wheels (init container),
-# tokenizer load and dataset generation per call, and slack for a slow frontend.
-JOB_OVERHEAD_SECONDS = 600
-PLANNED_SLACK = 1.25  # load windows are wall-clock; drains and per-call start-up vary
 # A pod that fails for a reason outside AIPerf (node drained, volume hiccup) is retried; the
 # entrypoint keeps the earlier attempt and never overwrites finished modes.
 BENCH_BACKOFF_LIMIT = 2
@@ -58,12 +54,6 @@ def shipped_code() -> dict[str, str]:
 def shipped_code_sha() -> str:
     """Digest of the benchmark Jobs' code: part of the run plan's hash."""
     return job_code.digest(shipped_code())
-
-
-def job_timeout_seconds(mode: modes.Mode, repeats: int = 1) -> int:
-    """How long a mode's Job may run: Kubernetes' deadline, and what Pulumi waits (plus a minute).
-    `repeats`: AIPerf runs every step that often (bench.repeats)."""
-    return math.ceil(mode.planned_seconds * repeats * PLANNED_SLACK) + JOB_OVERHEAD_SECONDS
 
 
 @dataclass(frozen=True)
@@ -106,7 +96,7 @@ class Benchmarks(pulumi.ComponentResource):
                 metadata={"namespace": args.namespace, "labels": _labels(mode.name)},
                 spec=spec,
                 # strictly one after another
-                opts=job_code.job_options(self, previous, math.ceil(job_timeout_seconds(mode, _repeats(args)) / 60)))
+                opts=job_code.job_options(self, previous, math.ceil(deadlines.benchmark_seconds(mode, _repeats(args)) / 60)))
             self.jobs.append(job)
             previous = [job]
         self.register_outputs({"configHash": self.plan["config_hash"],
@@ -174,7 +164,7 @@ def bench_job_spec(mode: modes.Mode, config_hash: str, args: BenchmarksArgs,
     }
     return {
         "backoffLimit": BENCH_BACKOFF_LIMIT,
-        "activeDeadlineSeconds": job_timeout_seconds(mode, _repeats(args)),
+        "activeDeadlineSeconds": deadlines.benchmark_seconds(mode, _repeats(args)),
         # No ttlSecondsAfterFinished: a Job Kubernetes deleted would be re-created (and re-run)
         # by the next `pulumi up`.
         "template": job_code.job_template(

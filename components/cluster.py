@@ -49,11 +49,12 @@ class ClusterArgs:
     cluster_name: str
     kubernetes_version: str
     vpc_id: pulumi.Input[str]
-    public_subnet_ids: list[pulumi.Input[str]]
-    private_subnet_ids: list[pulumi.Input[str]]
+    # Where EKS puts its network interfaces: small subnets of their own (components/network.py).
+    control_plane_subnet_ids: list[pulumi.Input[str]]
     public_access_cidrs: tuple[str, ...]
     admin_principal_arns: tuple[str, ...]  # IAM roles/users given cluster-admin access entries
     log_retention_days: int  # of the control-plane logs
+    key_arn: pulumi.Input[str]  # the lab's KMS key: Secrets envelope encryption, the log group
     tags: dict[str, str]
 
 
@@ -71,15 +72,20 @@ class EksCluster(pulumi.ComponentResource):
         super().__init__("benchlab:aws:EksCluster", name, None, opts)
         logs = aws.cloudwatch.LogGroup(
             f"{name}-control-plane", name=control_plane_log_group(args.cluster_name),
-            retention_in_days=args.log_retention_days, opts=pulumi.ResourceOptions(parent=self))
+            retention_in_days=args.log_retention_days, kms_key_id=args.key_arn,
+            opts=pulumi.ResourceOptions(parent=self))
         partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=self)).partition
         self.cluster = eks.Cluster(
             name,
             name=args.cluster_name,  # a known string: exports and IAM conditions use it
             version=args.kubernetes_version,
             vpc_id=args.vpc_id,
-            public_subnet_ids=args.public_subnet_ids,
-            private_subnet_ids=args.private_subnet_ids,
+            # The cluster's subnets (pulumi/pulumi-eks nodejs/eks/cluster.ts createCore: subnetIds
+            # become the cluster's vpcConfig); the node groups name their own.
+            subnet_ids=args.control_plane_subnet_ids,
+            # Secrets envelope-encrypted with our key (createCore: encryptionConfig, resources
+            # ["secrets"]): https://docs.aws.amazon.com/eks/latest/userguide/enable-kms.html
+            encryption_config_key_arn=args.key_arn,
             skip_default_node_group=True,
             # Managed node groups only: EKS's own cluster security group covers node <-> control
             # plane traffic; pulumi-eks's extra groups are for self-managed nodes.
@@ -116,11 +122,14 @@ class EksCluster(pulumi.ComponentResource):
         self.vpc_cni = self._vpc_cni(name, args.cluster_name, partition)
         # Server-side apply: large CRDs (kube-prometheus-stack, Dynamo) exceed the client-side
         # last-applied annotation limit.
-        # deleteUnreachable: when the cluster is already gone, destroy drops its objects from the
-        # state instead of failing (https://github.com/pulumi/pulumi-kubernetes/pull/2489).
+        # No deleteUnreachable: with it a refresh or destroy that merely cannot reach the API (an
+        # address outside publicAccessCidrs) drops every object from the state. Left unset, the
+        # provider fails instead and reads PULUMI_K8S_DELETE_UNREACHABLE, which the user sets only
+        # once EKS says the cluster is gone (pulumi-kubernetes 4.34.2 Provider docs; Configure in
+        # provider/pkg/provider/provider.go: the provider key, when present, overrides the variable).
         self.k8s_provider = k8s.Provider(
             f"{name}-k8s", kubeconfig=self.cluster.kubeconfig_json, enable_server_side_apply=True,
-            delete_unreachable=True, opts=pulumi.ResourceOptions(parent=self))
+            opts=pulumi.ResourceOptions(parent=self))
         self.register_outputs({"clusterName": self.cluster_name, "kubeconfig": self.kubeconfig,
                                "oidcProviderArn": self.oidc_provider_arn})
 

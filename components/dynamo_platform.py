@@ -40,6 +40,7 @@ DROP_RESOURCE_POLICY = ("sed", ("-e", r"/^[[:space:]]*helm\.sh\/resource-policy:
 class DynamoPlatformArgs:
     version: str
     namespace: str
+    watched_namespace: str  # the only namespace the operator reconciles (namespaceRestriction)
     prometheus_url: str  # the operator injects it into the pods it manages
     storage_class: pulumi.Input[str]  # gp3, for etcd and NATS JetStream
     remove_crds_on_destroy: bool
@@ -53,6 +54,7 @@ def platform_values(args: DynamoPlatformArgs) -> dict[str, Any]:
             # The operator at the platform's version (the chart's default follows its operator
             # subchart's appVersion, which has lagged behind the platform release).
             "controllerManager": {"manager": {"image": {"tag": args.version}}},
+            "namespaceRestriction": {"targetNamespace": args.watched_namespace},
             "dynamo": {"metrics": {"prometheusEndpoint": args.prometheus_url}},
         },
         "etcd": {"persistence": {"storageClass": args.storage_class}},

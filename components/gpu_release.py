@@ -1,14 +1,16 @@
 """GpuRelease: GPUs bill only while they measure.
 
 An in-cluster CronJob (code: jobs/gpu_release.py) scales this stack's two GPU node groups to
-zero once the run's results export has finished and a grace period is over, and past the GPU
-lease whatever runs. It is created early, beside the results volume and before any GPU node is
+zero once the run's results export has finished or one of the run's Jobs has failed for good,
+and a grace period is over, and past the GPU lease whatever runs. It is created early, beside the results volume and before any GPU node is
 needed, so the lease also guards a `pulumi up` that never reaches the export; the release after
 the run waits for the export's marker on the results volume, not for the export Job.
 
 Its AWS identity is its own IAM role (IRSA, trusted by this CronJob's service account only),
 allowed eks:DescribeNodegroup and eks:UpdateNodegroupConfig on exactly the stack's two GPU node
-groups. Its Kubernetes identity may create Events in the lab namespace (the record), nothing else.
+groups. Its Kubernetes identity may create Events in the lab namespace (the record) and list its
+Jobs (a failed one releases the GPUs too), nothing else. Its boto3 comes from the wheelhouse
+(components/wheelhouse.py), so its pod reaches the API server and the STS and EKS endpoints only.
 """
 from __future__ import annotations
 
@@ -23,11 +25,12 @@ from components import job_code
 from components.base import PART_OF
 from components.irsa import irsa_trust_policy
 from components.model_store import RESULTS_MOUNT, RESULTS_PVC
+from components.wheelhouse import WHEELHOUSE_PVC
 from facts.wheel_locks import BOTO3
 
 NAME = "gpu-release"  # the CronJob and its service account; the Event names the CronJob
 SCHEDULE = "*/5 * * * *"  # a release lands at most 5 minutes after the grace or the lease
-RUN_DEADLINE_SECONDS = 240  # one check (pip install, two describes, maybe two updates) < the period
+RUN_DEADLINE_SECONDS = 240  # one check (install from the wheelhouse, two describes, maybe two updates) < the period
 ACTIONS = ("eks:DescribeNodegroup", "eks:UpdateNodegroupConfig")
 RELEASE_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
 
@@ -56,7 +59,7 @@ class GpuReleaseArgs:
     oidc_provider_url: pulumi.Input[str]
     image: str  # the client image; boto3 comes from its hash-locked wheels
     cpu_node_selector: dict[str, str]
-    depends_on: list[pulumi.Resource]  # the lab namespace, the results volume, the system nodes
+    depends_on: list[pulumi.Resource]  # the lab namespace, the results volume, the system nodes, the wheelhouse Job
 
 
 def cronjob_spec(args: GpuReleaseArgs, code_configmap: pulumi.Input[str], code_sha: str) -> dict:
@@ -81,7 +84,7 @@ def cronjob_spec(args: GpuReleaseArgs, code_configmap: pulumi.Input[str], code_s
         labels={"app.kubernetes.io/name": NAME, **PART_OF},
         annotations={job_code.DIGEST_ANNOTATION: code_sha},
         # IRSA for EKS; the API token for the Event it records.
-        service_account=NAME, api_token=True)
+        service_account=NAME, api_token=True, wheelhouse=WHEELHOUSE_PVC)
     return {
         "schedule": SCHEDULE,
         "concurrencyPolicy": "Forbid",
@@ -125,7 +128,9 @@ class GpuRelease(pulumi.ComponentResource):
             opts=after_inputs)
         events = k8s.rbac.v1.Role(
             f"{name}-events", metadata={"namespace": args.namespace, "labels": PART_OF},
-            rules=[{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}],
+            rules=[{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+                   # a run's failed Jobs: the release after a failure
+                   {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list"]}],
             opts=after_inputs)
         binding = k8s.rbac.v1.RoleBinding(
             f"{name}-events", metadata={"namespace": args.namespace, "labels": PART_OF},

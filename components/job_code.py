@@ -14,7 +14,9 @@ code, and an init container installs exactly those wheels, each checked against 
 (pip --require-hashes --no-deps, wheels only: no package code runs at install and nothing is
 resolved), before the Job's own container starts. That init container holds no secret, no API
 token and no AWS identity. A failed install fails the pod there: the Job never runs with
-anything else.
+anything else. The holders of AWS credentials (export, GPU release) install from the wheelhouse
+instead (components/wheelhouse.py: a credential-free Job downloads the same lock onto a claim they
+mount read-only), so their pods need no internet at all; the hashes are checked there all the same.
 
 The pod: restricted. A non-root user with no capabilities and a read-only root filesystem;
 what a Job writes goes to its volumes or to an emptyDir scratch directory (HOME, pip --target
@@ -36,6 +38,7 @@ import pulumi_kubernetes as k8s
 
 from components.base import PART_OF
 from facts import images
+from jobs import deadlines
 from facts.wheel_locks import INSTALL_FLAGS, WheelLock
 
 PACKAGE = "jobs"
@@ -47,6 +50,10 @@ SCRATCH = "/tmp"  # an emptyDir; HOME
 DEPS = f"{SCRATCH}/deps"  # where the install init container puts the Job's locked wheels
 INSTALL_CONTAINER = "install-locked-wheels"
 INDEX_URL = "https://pypi.org/simple"  # where the locks were made (cli/lock_wheels.py)
+# The wheelhouse claim, where a Job's install step reads its wheels from (read-only) instead of PyPI.
+WHEELHOUSE_VOLUME = "wheelhouse"
+WHEELHOUSE_MOUNT = "/wheelhouse"
+PIP_QUIET = ("--no-cache-dir", "--disable-pip-version-check", "--no-input", "--progress-bar", "off")
 # Any non-root uid will do: through an EFS access point every file operation is made as the
 # access point's own POSIX user, whoever the client is.
 RUN_AS = 10001
@@ -144,13 +151,25 @@ def run_module(module: str) -> list[str]:
     return ["python", "-m", f"{PACKAGE}.{module}"]
 
 
-def install_command(lock: WheelLock) -> list[str]:
+def lock_file(lock: WheelLock) -> str:
+    """Where a Job's pod sees its lock: beside its code."""
+    return f"{MOUNT_ROOT}/{PACKAGE}/{lock.file_name}"
+
+
+def wheel_dir(lock: WheelLock) -> str:
+    """The lock's directory on the wheelhouse claim."""
+    return f"{WHEELHOUSE_MOUNT}/{lock.name}"
+
+
+def install_command(lock: WheelLock, from_wheelhouse: bool = False) -> list[str]:
     """Install exactly the locked wheels into DEPS (facts/wheel_locks.INSTALL_FLAGS): pip fails
     on any file whose sha256 is not in the lock, and resolves nothing, so neither a later
-    release on the index nor the image's pip version changes what is installed."""
-    return ["python", "-m", "pip", "install", *INSTALL_FLAGS, "--no-cache-dir", "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
-            "--index-url", INDEX_URL, "--target", DEPS,
-            "-r", f"{MOUNT_ROOT}/{PACKAGE}/{lock.file_name}"]
+    release on the index nor the image's pip version changes what is installed. From the
+    wheelhouse: that directory alone, no index (https://pip.pypa.io/en/stable/user_guide/#installing-from-local-packages)."""
+    source = (["--no-index", "--find-links", wheel_dir(lock)] if from_wheelhouse
+              else ["--index-url", INDEX_URL])
+    return ["python", "-m", "pip", "install", *INSTALL_FLAGS, *PIP_QUIET, *source, "--target", DEPS,
+            "-r", lock_file(lock)]
 
 
 def env_list(values: dict) -> list[dict]:
@@ -160,10 +179,12 @@ def env_list(values: dict) -> list[dict]:
 def job_template(*, container: dict, lock: WheelLock | None, volumes: list[dict],
                  code_configmap: pulumi.Input[str], node_selector: dict[str, str],
                  labels: dict[str, str], annotations: dict[str, str],
-                 service_account: str | None = None, api_token: bool = False) -> dict:
+                 service_account: str | None = None, api_token: bool = False,
+                 wheelhouse: str | None = None) -> dict:
     """A Job's pod template: `container` and `volumes` plus the code, the scratch directory,
     the install init container for `lock` (none without one), the restricted security contexts and, with
-    `api_token`, a short-lived API token (for the Job's own container only)."""
+    `api_token`, a short-lived API token (for the Job's own container only). With `wheelhouse`
+    (a claim's name) the install reads the lock's wheels from that claim, read-only, not from PyPI."""
     mounts = [{"name": CODE_VOLUME, "mountPath": f"{MOUNT_ROOT}/{PACKAGE}", "readOnly": True},
               {"name": "scratch", "mountPath": SCRATCH}]
     scratch = f"{images.CLIENT_JOB_SCRATCH_GIB}Gi"  # the installed wheels: counted on the node
@@ -177,9 +198,17 @@ def job_template(*, container: dict, lock: WheelLock | None, volumes: list[dict]
             {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}})
     # Unbuffered: the Job's log shows progress as it happens.
     common_env = env_list({"PYTHONUNBUFFERED": "1", "HOME": SCRATCH})
+    install_mounts = mounts[:2]
+    if wheelhouse is not None:
+        # readOnly on the volume forces it on every mount of it:
+        # https://kubernetes.io/docs/concepts/storage/volumes/#read-only-mounts
+        install_mounts = [*install_mounts, {"name": WHEELHOUSE_VOLUME, "mountPath": WHEELHOUSE_MOUNT, "readOnly": True}]
+        extra_volumes.append({"name": WHEELHOUSE_VOLUME,
+                              "persistentVolumeClaim": {"claimName": wheelhouse, "readOnly": True}})
     install = None if lock is None else {
-        "name": INSTALL_CONTAINER, "image": container["image"], "command": install_command(lock),
-        "env": common_env, "volumeMounts": mounts[:2], "securityContext": RESTRICTED_CONTAINER,
+        "name": INSTALL_CONTAINER, "image": container["image"],
+        "command": install_command(lock, from_wheelhouse=wheelhouse is not None),
+        "env": common_env, "volumeMounts": install_mounts, "securityContext": RESTRICTED_CONTAINER,
         # pip unpacks one wheel at a time; the container's own requests cover the pod anyway
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
     }
@@ -211,7 +240,7 @@ def job_options(parent: pulumi.Resource, depends_on: list[pulumi.Resource],
     """Options of every Job of the lab. Pulumi waits for a Job to complete: as long as the Job
     may run (its activeDeadlineSeconds) and a minute more. Any change of the spec is a new Job
     (a Job's pod template is immutable, and a changed Job is new work to run)."""
-    timeout = f"{timeout_minutes + 1}m"
+    timeout = f"{deadlines.pulumi_wait_minutes(timeout_minutes)}m"
     return pulumi.ResourceOptions(
         parent=parent, depends_on=depends_on, replace_on_changes=["spec"],
         custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout))

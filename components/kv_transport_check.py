@@ -20,16 +20,9 @@ import pulumi_kubernetes as k8s
 from components import job_code
 from components.base import PART_OF
 from components.model_store import RESULTS_MOUNT, RESULTS_PVC
-from jobs import kv_transport
+from jobs import deadlines
 
 SERVICE_ACCOUNT = "kv-transport-check"
-REQUESTS = 8
-# Each request may take the frontend's full TCP-fallback worst case (~100 s TTFT per Dynamo's
-# disagg guide) before the check can call it slow; plus reading the logs.
-REQUEST_TIMEOUT_SECONDS = 300
-# the check's requests and the late ones the KV router may need (jobs/kv_transport.py)
-CHECK_DEADLINE_SECONDS = ((REQUESTS + kv_transport.ROUTER_LATE_PROBES) * REQUEST_TIMEOUT_SECONDS
-                          + kv_transport.ROUTER_LATE_PROBES * kv_transport.ROUTER_LATE_PROBE_WAIT_SECONDS + 300)
 APP = "kv-transport-check"
 CHECK_RESOURCES = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 
@@ -58,7 +51,8 @@ class KvTransportCheck(pulumi.ComponentResource):
         env = {"POD_NAMESPACE": args.namespace, "GRAPH_NAME": args.graph_name,
                "FRONTEND_URL": args.frontend_url, "MODEL": args.model,
                "KV_TRANSPORT": args.kv_transport, "KV_ROUTER": "1" if args.kv_router else "0",
-               "REQUESTS": str(REQUESTS), "REQUEST_TIMEOUT_SECONDS": str(REQUEST_TIMEOUT_SECONDS),
+               "REQUESTS": str(deadlines.KV_CHECK_REQUESTS),
+               "REQUEST_TIMEOUT_SECONDS": str(deadlines.KV_CHECK_REQUEST_TIMEOUT_SECONDS),
                "RESULTS_ROOT": RESULTS_MOUNT,
                "CONFIG_HASH": args.config_hash}
 
@@ -71,7 +65,7 @@ class KvTransportCheck(pulumi.ComponentResource):
             labels = {"app.kubernetes.io/name": APP, **PART_OF}
             return {
                 "backoffLimit": 0,  # the verdict is deterministic: a retry would hide nothing
-                "activeDeadlineSeconds": CHECK_DEADLINE_SECONDS,
+                "activeDeadlineSeconds": deadlines.kv_check_seconds(),
                 "template": job_code.job_template(
                     container=container, lock=None,  # standard library only
                     volumes=[{"name": "results", "persistentVolumeClaim": {"claimName": RESULTS_PVC}}],
@@ -85,7 +79,7 @@ class KvTransportCheck(pulumi.ComponentResource):
             self, f"{name}-job", entry="kv_transport", lock=None, configmap_name=f"{name}-code",
             namespace=args.namespace, app=APP, spec=spec, configmap_opts=child,
             depends_on=[*args.depends_on, *rbac],
-            timeout_minutes=math.ceil(CHECK_DEADLINE_SECONDS / 60))
+            timeout_minutes=math.ceil(deadlines.kv_check_seconds() / 60))
         self.register_outputs({"job": self.job.metadata.name})
 
     @staticmethod

@@ -55,7 +55,7 @@ class ModelStoreArgs:
     hf_token_secret: pulumi.Input[str] | None  # name of the Secret holding HF_TOKEN; None: public model
     image: str  # the client image (facts/images.py), by digest when the stack locks it
     cpu_node_selector: dict[str, str]
-    depends_on: list[pulumi.Resource]  # namespace, StorageClass, system nodes, token Secret
+    depends_on: list[pulumi.Resource]  # namespace, StorageClass, system nodes, token Secret, the Job before
 
 
 def download_job_spec(args: ModelStoreArgs, code_configmap: pulumi.Input[str], code_sha: str) -> dict:
@@ -97,8 +97,10 @@ class ModelStore(pulumi.ComponentResource):
     def __init__(self, name: str, args: ModelStoreArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("benchlab:workloads:ModelStore", name, None, opts)
         after_inputs = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
-        self.model_pvc = self._rwx_claim(name, MODEL_PVC, args.model_store_gib, args, after_inputs)
-        self.results_pvc = self._rwx_claim(name, RESULTS_PVC, args.results_gib, args, after_inputs)
+        self.model_pvc = rwx_claim(f"{name}-{MODEL_PVC}", MODEL_PVC, args.model_store_gib,
+                                   args.namespace, args.storage_class, after_inputs)
+        self.results_pvc = rwx_claim(f"{name}-{RESULTS_PVC}", RESULTS_PVC, args.results_gib,
+                                     args.namespace, args.storage_class, after_inputs)
 
         self.download = job_code.code_job(
             self, f"{name}-download", entry="model_download", lock=HUGGINGFACE_HUB,
@@ -110,19 +112,20 @@ class ModelStore(pulumi.ComponentResource):
         self.register_outputs({"modelPvc": MODEL_PVC, "resultsPvc": RESULTS_PVC,
                                "downloadJob": self.download.metadata.name})
 
-    @staticmethod
-    def _rwx_claim(name: str, claim: str, gib: int, args: ModelStoreArgs,
-                   opts: pulumi.ResourceOptions) -> k8s.core.v1.PersistentVolumeClaim:
-        # Named, not auto-named: the serving graph and the Jobs refer to the claims by name.
-        # EFS is elastic and its CSI driver ignores a claim's capacity, so the request is a fixed
-        # nominal size: the API server refuses any size change of a bound claim whose
-        # StorageClass does not allow expansion (kubernetes/kubernetes:
-        # plugin/pkg/admission/storage/persistentvolume/resize/admission.go), and the configured
-        # size, a mutable annotation, changes without touching the spec.
-        return k8s.core.v1.PersistentVolumeClaim(
-            f"{name}-{claim}",
-            metadata={"name": claim, "namespace": args.namespace, "labels": PART_OF,
-                      "annotations": {EXPECTED_SIZE_ANNOTATION: f"{gib}Gi"}},
-            spec={"accessModes": ["ReadWriteMany"], "storageClassName": args.storage_class,
-                  "resources": {"requests": {"storage": EFS_NOMINAL_REQUEST}}},
-            opts=opts)
+
+def rwx_claim(resource_name: str, claim: str, gib: int, namespace: pulumi.Input[str],
+              storage_class: pulumi.Input[str], opts: pulumi.ResourceOptions) -> k8s.core.v1.PersistentVolumeClaim:
+    """A ReadWriteMany claim on EFS named `claim`, of nominal size."""
+    # Named, not auto-named: the serving graph and the Jobs refer to the claims by name.
+    # EFS is elastic and its CSI driver ignores a claim's capacity, so the request is a fixed
+    # nominal size: the API server refuses any size change of a bound claim whose
+    # StorageClass does not allow expansion (kubernetes/kubernetes:
+    # plugin/pkg/admission/storage/persistentvolume/resize/admission.go), and the configured
+    # size, a mutable annotation, changes without touching the spec.
+    return k8s.core.v1.PersistentVolumeClaim(
+        resource_name,
+        metadata={"name": claim, "namespace": namespace, "labels": PART_OF,
+                  "annotations": {EXPECTED_SIZE_ANNOTATION: f"{gib}Gi"}},
+        spec={"accessModes": ["ReadWriteMany"], "storageClassName": storage_class,
+              "resources": {"requests": {"storage": EFS_NOMINAL_REQUEST}}},
+        opts=opts)

@@ -13,11 +13,25 @@ Flows allowed (tests/test_network_policies.py evaluates them, and a few forbidde
 - lab: Dynamo pods (frontend, workers) among themselves on any port (request plane, response
   streams and NIXL side channels use ports chosen at run time); Dynamo pods -> etcd/NATS;
   benchmark Jobs -> frontend; benchmark Jobs -> the DCGM exporters' port (GPU Operator
-  namespace: AIPerf's GPU telemetry); export Job -> Pushgateway; the Jobs that install packages or
-  move data (download, benchmarks, export) -> HTTPS outside the VPC (Hugging Face, PyPI, S3).
+  namespace: AIPerf's GPU telemetry); export Job -> Pushgateway; the Jobs that fetch packages or
+  the model (download, benchmarks, wheelhouse) -> HTTPS outside the VPC (Hugging Face, PyPI).
 - Prometheus -> every pod (scrapes) and the nodes (kubelet, node exporter).
-- the control plane -> the admission webhooks (Dynamo operator, Prometheus operator).
+- the control plane -> the admission webhooks (Dynamo operator, Prometheus operator): from the
+  control plane's own subnets (components/network.py) and on the webhook port only.
+- The holders of AWS credentials (export, GPU release) -> the STS and EKS interface endpoints'
+  subnets and S3's prefix-list CIDRs (the gateway endpoint's), on 443; never the internet: their
+  install step reads the wheelhouse claim (components/wheelhouse.py), not PyPI.
+- kube-system's volume guard -> the API server, nothing else, and nothing to it.
 - Pods of a platform namespace (monitoring, dynamo-system) among themselves.
+
+What the VPC CNI's policy agent can express: upstream NetworkPolicy only, i.e. pod and namespace
+selectors and CIDRs (ipBlock); no DNS names, prefix lists or security groups. The API server is
+named by the control-plane subnets (no selector reaches it: aws/aws-network-policy-agent#281)
+and S3 by its prefix list's CIDRs as the gateway endpoint reports them at deploy time. An
+install init container shares its pod's policy (a policy selects pods, not containers:
+https://kubernetes.io/docs/concepts/services-networking/network-policies/), which is why the
+credential holders' wheels come from a claim and the internet is left to pods without credentials.
+The model download keeps it: the Hugging Face Hub (and its CDN) has no fixed addresses.
 The GPU Operator's namespace is left without policy (no ingress rule of ours to open there):
 its host-level DaemonSets do not live on the pod network; its DCGM exporter, which does, is read
 by Prometheus and, through the egress rule above, by the benchmark Jobs.
@@ -31,11 +45,20 @@ import pulumi_kubernetes as k8s
 
 from components.base import PART_OF
 from components.serving_graph import FRONTEND_PORT
+from components.volume_guard import NAME as VOLUME_GUARD
+from components.wheelhouse import APP as WHEELHOUSE
 from jobs.cluster_facts import DCGM_EXPORTER, DCGM_EXPORTER_LABEL, DCGM_EXPORTER_PORT
 
 ETCD_PORT, NATS_PORT, PUSHGATEWAY_PORT, DNS_PORT, HTTPS_PORT = 2379, 4222, 9091, 53, 443
 # kube-prometheus-stack 65.8.1 values: prometheusOperator.tls.internalPort (its webhook).
 PROMETHEUS_OPERATOR_WEBHOOK_PORT = 10250
+# The operator's pods: kube-prometheus-stack templates (prometheus-operator selector labels:
+# `app: <chart name>-operator`; the chart name is not overridden here, fullnameOverride is not it).
+PROMETHEUS_OPERATOR = {"matchLabels": {"app": "kube-prometheus-stack-operator"}}
+# The Dynamo operator's pods and webhook port: ai-dynamo/dynamo deploy/helm/charts/platform/
+# components/operator/templates/deployment.yaml (`control-plane: controller-manager`, 9443 webhook-server).
+DYNAMO_OPERATOR = {"matchLabels": {"control-plane": "controller-manager"}}
+DYNAMO_WEBHOOK_PORT = 9443
 # EKS picks one of these for Services when the cluster sets none; the API server's Service
 # IP lies in it. https://docs.aws.amazon.com/eks/latest/APIReference/API_KubernetesNetworkConfigRequest.html
 EKS_SERVICE_CIDRS = ("10.100.0.0/16", "172.20.0.0/16")
@@ -59,6 +82,7 @@ PUSHGATEWAY = {"matchLabels": {NAME: "prometheus-pushgateway"}}
 # kv_transport_check.py, gpu_release.py).
 BENCHMARK, EXPORT, DOWNLOAD = "benchmark", "results-export", "model-download"
 KV_CHECK, GPU_RELEASE = "kv-transport-check", "gpu-release"
+GRAPH_READY = "graph-ready"  # components/serving_graph.py READY_APP
 # The workers' system port (metrics), which the KV transport check reads: dynamo.vllm's
 # DYN_SYSTEM_PORT as the operator sets it (the PodMonitors scrape it too).
 WORKER_SYSTEM_PORT = 9090
@@ -74,6 +98,13 @@ def _ns(namespace: str) -> dict:
     return {"matchLabels": {NAMESPACE_NAME: namespace}}
 
 
+def _ip_blocks(cidrs: pulumi.Input[list[str]]) -> pulumi.Input[list[dict]]:
+    """ipBlock peers of CIDRs known now (a list) or only at deploy time (an Output)."""
+    if isinstance(cidrs, (list, tuple)):
+        return [{"ipBlock": {"cidr": cidr}} for cidr in cidrs]
+    return pulumi.Output.from_input(cidrs).apply(lambda known: [{"ipBlock": {"cidr": c}} for c in known])
+
+
 def _ports(*ports: int, protocol: str = "TCP") -> list[dict]:
     return [{"protocol": protocol, "port": port} for port in ports]
 
@@ -84,7 +115,11 @@ class NetworkPoliciesArgs:
     dynamo_system: str
     monitoring: str
     gpu_operator: str
-    vpc_cidr: str  # nodes and the API server's endpoints (and, with the VPC CNI, pod IPs)
+    vpc_cidr: str  # nodes (and, with the VPC CNI, pod IPs)
+    control_plane_cidrs: tuple[str, ...]  # the EKS cluster's subnets: its network interfaces only
+    aws_endpoint_cidrs: tuple[str, ...]  # the STS and EKS interface endpoints' subnets
+    s3_cidrs: pulumi.Input[list[str]]  # S3's prefix list (the gateway endpoint's cidr_blocks)
+    kube_system: str = "kube-system"
     depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
@@ -105,8 +140,12 @@ def policies(args: NetworkPoliciesArgs) -> list[dict]:
     kube_dns = {"to": [{"namespaceSelector": _ns("kube-system"),
                         "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
                 "ports": [*_ports(DNS_PORT, protocol="UDP"), *_ports(DNS_PORT)]}
-    api_server = {"to": [{"ipBlock": {"cidr": cidr}} for cidr in (args.vpc_cidr, *EKS_SERVICE_CIDRS)],
+    api_server = {"to": [{"ipBlock": {"cidr": cidr}} for cidr in (*args.control_plane_cidrs, *EKS_SERVICE_CIDRS)],
                   "ports": _ports(HTTPS_PORT)}
+    from_control_plane = [{"ipBlock": {"cidr": cidr}} for cidr in args.control_plane_cidrs]
+    aws_endpoints = {"to": [{"ipBlock": {"cidr": cidr}} for cidr in args.aws_endpoint_cidrs],
+                     "ports": _ports(HTTPS_PORT)}
+    s3 = {"to": _ip_blocks(args.s3_cidrs), "ports": _ports(HTTPS_PORT)}
     outside_vpc_https = {"to": [{"ipBlock": {"cidr": INTERNET,
                                              "except": [args.vpc_cidr, *EKS_SERVICE_CIDRS]}}],
                          "ports": _ports(HTTPS_PORT)}
@@ -135,8 +174,10 @@ def policies(args: NetworkPoliciesArgs) -> list[dict]:
     policy(lab, "kv-transport-check", _job(KV_CHECK),
            egress=[{"to": [{"podSelector": FRONTEND}], "ports": _ports(FRONTEND_PORT)},
                    {"to": [{"podSelector": DYNAMO_PODS}], "ports": _ports(WORKER_SYSTEM_PORT)}, api_server])
-    # The GPU release: Events through the API; pip, STS and the EKS API outside the VPC.
-    policy(lab, "gpu-release", _job(GPU_RELEASE), egress=[api_server])
+    # The GPU release: Events through the API; STS and the EKS API through their endpoints.
+    policy(lab, "gpu-release", _job(GPU_RELEASE), egress=[api_server, aws_endpoints])
+    # The graph's Ready wait: the graph, its pods and their logs through the API.
+    policy(lab, "graph-ready", _job(GRAPH_READY), egress=[api_server])
     # Benchmarks: the frontend; the workers' metrics, the DCGM exporters and the NATS event
     # plane (the run's server-side evidence: AIPerf --server-metrics and --gpu-telemetry,
     # jobs/event_plane.py); pod placement and the exporters' pods (API).
@@ -149,9 +190,9 @@ def policies(args: NetworkPoliciesArgs) -> list[dict]:
                     "ports": _ports(NATS_PORT)}, api_server])
     policy(lab, "export-to-pushgateway", _job(EXPORT),
            egress=[{"to": [{"namespaceSelector": _ns(args.monitoring), "podSelector": PUSHGATEWAY}],
-                    "ports": _ports(PUSHGATEWAY_PORT)}])
-    policy(lab, "jobs-to-https-outside", _job(BENCHMARK, EXPORT, DOWNLOAD, GPU_RELEASE),
-           egress=[outside_vpc_https])
+                    "ports": _ports(PUSHGATEWAY_PORT)}, aws_endpoints, s3])
+    # Not the export nor the GPU release: they hold AWS credentials (their wheels: the wheelhouse).
+    policy(lab, "jobs-to-https-outside", _job(BENCHMARK, DOWNLOAD, WHEELHOUSE), egress=[outside_vpc_https])
 
     # --- dynamo-system: operator (and its webhook), etcd, NATS ---
     system = args.dynamo_system
@@ -163,12 +204,12 @@ def policies(args: NetworkPoliciesArgs) -> list[dict]:
     policy(system, "nats-from-benchmarks", NATS,
            ingress=[{"from": [{"namespaceSelector": _ns(lab), "podSelector": _job(BENCHMARK)}],
                      "ports": _ports(NATS_PORT)}])
-    # The operator's webhook port is the chart's business: the control plane (VPC addresses)
-    # may reach every pod here but etcd and NATS, which pod IPs (VPC addresses too) must not.
-    policy(system, "operator", {"matchExpressions": [
-        {"key": NAME, "operator": "NotIn", "values": ["etcd", "nats"]}]},
-        ingress=[{"from": [{"ipBlock": {"cidr": args.vpc_cidr}}]}, from_prometheus],
-        egress=[api_server])
+    # Only the control plane reaches the operator, on its webhook port; Prometheus scrapes it.
+    policy(system, "operator", DYNAMO_OPERATOR,
+           ingress=[{"from": from_control_plane, "ports": _ports(DYNAMO_WEBHOOK_PORT)}, from_prometheus])
+    # The API from the operator and the chart's hook Jobs (egress only: nothing is admitted).
+    policy(system, "api-clients", {"matchExpressions": [
+        {"key": NAME, "operator": "NotIn", "values": ["etcd", "nats"]}]}, egress=[api_server])
 
     # --- monitoring: Prometheus, Grafana, the Prometheus operator, Pushgateway ---
     mon = args.monitoring
@@ -179,10 +220,12 @@ def policies(args: NetworkPoliciesArgs) -> list[dict]:
     policy(mon, "pushgateway-from-export", PUSHGATEWAY,
            ingress=[{"from": [{"namespaceSelector": _ns(lab), "podSelector": _job(EXPORT)}],
                      "ports": _ports(PUSHGATEWAY_PORT)}])
-    # Only the Prometheus operator listens on this port here (node exporter is on the host).
-    policy(mon, "operator-webhook", ALL,
-           ingress=[{"from": [{"ipBlock": {"cidr": args.vpc_cidr}}],
-                     "ports": _ports(PROMETHEUS_OPERATOR_WEBHOOK_PORT)}])
+    policy(mon, "operator-webhook", PROMETHEUS_OPERATOR,
+           ingress=[{"from": from_control_plane, "ports": _ports(PROMETHEUS_OPERATOR_WEBHOOK_PORT)}])
+
+    # --- kube-system: the volume guard (components/volume_guard.py) talks to the API only ---
+    policy(args.kube_system, "volume-guard", {"matchLabels": {NAME: VOLUME_GUARD}},
+           ingress=[], egress=[api_server])
     return out
 
 

@@ -3,7 +3,8 @@ series to the Pushgateway (the Pareto dashboard reads them).
 
 The Job's AWS identity is its own IAM role (IRSA), assumable only by this Job's service
 account, allowed to list and put objects under the run prefixes of the results bucket:
-nothing else, no delete.
+nothing else, no delete. Its boto3 comes from the wheelhouse (components/wheelhouse.py): the pod
+reaches S3 and STS through the VPC's endpoints and the Pushgateway, not the internet.
 """
 from __future__ import annotations
 
@@ -16,14 +17,15 @@ import pulumi_kubernetes as k8s
 
 from components import job_code
 from jobs import runs
+from jobs.deadlines import EXPORT_TIMEOUT_MINUTES
 from components.base import PART_OF
 from components.benchmark_jobs import PLAN_FILE, PLAN_MOUNT
 from components.irsa import irsa_trust_policy
 from components.model_store import RESULTS_MOUNT, RESULTS_PVC
+from components.wheelhouse import WHEELHOUSE_PVC
 from facts.wheel_locks import BOTO3
 
 SERVICE_ACCOUNT = "results-export"
-EXPORT_TIMEOUT_MINUTES = 30
 # Exit code 1: the run was exported but a mode had failed (jobs/export_to_s3.py). A
 # retry cannot change that, so it fails the Job at once; other failures (S3, network) retry.
 RUN_FAILED_EXIT_CODE = 1
@@ -58,7 +60,7 @@ class ResultsExportArgs:
     plan_configmap: pulumi.Input[str]  # the benchmarks' run plan: which run to export
     config_hash: str
     cpu_node_selector: dict[str, str]
-    depends_on: list[pulumi.Resource]  # the last benchmark Job
+    depends_on: list[pulumi.Resource]  # the last benchmark Job, the wheelhouse Job (its boto3)
 
 
 def export_job_spec(args: ResultsExportArgs, code_configmap: pulumi.Input[str], code_sha: str) -> dict:
@@ -89,7 +91,7 @@ def export_job_spec(args: ResultsExportArgs, code_configmap: pulumi.Input[str], 
             annotations={"benchlab.io/config-hash": args.config_hash,
                          job_code.DIGEST_ANNOTATION: code_sha},
             # AWS credentials come from IRSA's own projected token, not the API token.
-            service_account=SERVICE_ACCOUNT),
+            service_account=SERVICE_ACCOUNT, wheelhouse=WHEELHOUSE_PVC),
     }
 
 

@@ -7,6 +7,7 @@ classes wait for their add-on, so no PVC is created before its provisioner exist
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pulumi
@@ -29,6 +30,16 @@ class CsiDriver:
 
 EFS_CSI = CsiDriver("aws-efs-csi-driver", "efs-csi-controller-sa", "AmazonEFSCSIDriverPolicy")
 EBS_CSI = CsiDriver("aws-ebs-csi-driver", "ebs-csi-controller-sa", "AmazonEBSCSIDriverPolicy")
+
+
+def tls_only_policy(file_system_arn: str) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Sid": "ClientsThroughMountTargets", "Effect": "Allow", "Principal": {"AWS": "*"},
+         "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite",
+                    "elasticfilesystem:ClientRootAccess"],
+         "Resource": file_system_arn, "Condition": {"Bool": {"elasticfilesystem:AccessedViaMountTarget": "true"}}},
+        {"Sid": "DenyWithoutTls", "Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "*",
+         "Resource": file_system_arn, "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]})
 
 
 @dataclass(frozen=True)
@@ -64,8 +75,10 @@ class Storage(pulumi.ComponentResource):
             metadata={"name": EFS_STORAGE_CLASS},
             provisioner="efs.csi.aws.com",
             # One access point per volume, each with its own directory and POSIX identity.
+            # TLS on every mount, which the file system policy requires (unset is TLS too:
+            # kubernetes-sigs/aws-efs-csi-driver examples/kubernetes/encryption_in_transit_dynamic/README.md).
             parameters={"provisioningMode": "efs-ap", "fileSystemId": self.file_system.id,
-                        "directoryPerms": "700"},
+                        "directoryPerms": "700", "encryptInTransit": "true"},
             reclaim_policy="Delete",
             volume_binding_mode="Immediate",  # EFS is reachable from every zone
             # Mount targets too: a pod may mount the volume as soon as it is bound.
@@ -103,6 +116,11 @@ class Storage(pulumi.ComponentResource):
             # and the model store is read at full speed by every worker at startup.
             throughput_mode="elastic", performance_mode="generalPurpose",
             tags={"Name": f"{name}-efs"}, opts=child)
+        # No client without TLS; otherwise what EFS's default policy grants (every client through
+        # a mount target), which a policy of our own replaces:
+        # https://docs.aws.amazon.com/efs/latest/ug/iam-access-control-nfs-efs.html
+        aws.efs.FileSystemPolicy(f"{name}-efs-tls-only", file_system_id=file_system.id, opts=child,
+                                 policy=file_system.arn.apply(tls_only_policy))
         mount_targets = [aws.efs.MountTarget(
             f"{name}-efs-{i}", file_system_id=file_system.id, subnet_id=subnet_id,
             security_groups=[security_group.id], opts=child)

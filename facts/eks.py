@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 # Per cluster-hour: $0.10 in standard support, $0.60 in extended support:
 # https://aws.amazon.com/blogs/containers/amazon-eks-extended-support-for-kubernetes-versions-pricing/
+# Zone IDs EKS refuses for a cluster's subnets (UnsupportedAvailabilityZoneException); zone names
+# map to different IDs per account: https://docs.aws.amazon.com/eks/latest/userguide/network-reqs.html#network-requirements-subnets
+UNSUPPORTED_CONTROL_PLANE_ZONE_IDS = ("use1-az3", "usw1-az2", "cac1-az3")
 STANDARD_USD_PER_HOUR = 0.10
 EXTENDED_USD_PER_HOUR = 0.60
 

@@ -13,6 +13,11 @@ import re
 # installs its hash-locked wheels (facts/wheel_locks.py, built for this interpreter and glibc).
 CLIENT_IMAGE = "docker.io/library/python:3.11-slim-bookworm"
 VLLM_RUNTIME = "nvcr.io/nvidia/ai-dynamo/vllm-runtime:{version}"  # frontend and workers
+# The images whose pods hold a credential: the client image runs the model download (HF token),
+# the export (IRSA), the GPU release (IRSA and an API token), the volume guard (deletes PVCs), the
+# benchmarks and the KV check (API tokens). Serving pods hold none (no token, no Secret).
+# tests/test_pod_security.py checks this against every pod the program renders.
+CREDENTIAL_ROLES = ("client",)
 # The pip CLIENT_IMAGE carries: its CPython 3.11 is built --with-ensurepip and pip is never
 # upgraded (docker-library/python 3.11/slim-bookworm/Dockerfile), and CPython 3.11.9+ bundles
 # pip 24.0 (Lib/ensurepip). The Jobs' install resolves nothing (facts/wheel_locks.py), so it

@@ -8,7 +8,12 @@ Each run reads this stack's two GPU node groups from EKS and decides:
 - **after the run**: once the results export of the current run has finished (its marker on
   the results volume: results safe in S3) and the grace period is over, every GPU node group
   still up is released, once per run (a lab brought back with `pulumi up --refresh` stays up
-  until its lease).
+  until its lease);
+- **after a failed run**: once one of the lab's Jobs has failed for good (its Failed condition:
+  the model download, the graph's Ready wait, the KV transport check, a benchmark, the export;
+  past its deadline or out of retries) and the same grace is over, every GPU node group that
+  was up before the failure is released: nothing after a failed Job runs. A group brought back
+  after the failure stays up until its lease.
 
 Release = UpdateNodegroupConfig to min 0 / desired 0, the maximum kept. Pulumi's state still
 holds the configured sizes: `pulumi up --refresh` sees the drift and restores them. Each
@@ -21,6 +26,7 @@ this stack's two GPU node groups. No Pulumi import.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -56,7 +62,16 @@ class GroupState:
 class Decision:
     release: tuple[str, ...]  # node group names to scale to zero; empty: nothing to do
     reason: str
-    cause: str = ""  # "lease" | "run": what the record says
+    cause: str = ""  # "lease" | "run" | "failure": what the record says
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A lab Job that failed for good: its Failed condition (batch/v1 JobStatus.conditions)."""
+    job: str
+    reason: str  # BackoffLimitExceeded, DeadlineExceeded, ...
+    message: str
+    at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,7 @@ class RunState:
     graph_dir: Path | None
     exported_at: dt.datetime | None  # None: the export has not finished
     released: bool  # this run's GPUs were released once already
+    failure: Failure | None = None  # the first of the lab's Jobs that failed for good
 
 
 def decide(now: dt.datetime, groups: list[GroupState], run: RunState, grace: dt.timedelta,
@@ -82,6 +98,8 @@ def decide(now: dt.datetime, groups: list[GroupState], run: RunState, grace: dt.
     if grace <= dt.timedelta(0):
         return Decision((), "release after the run is off (graceMinutes: 0); lease only")
     if run.exported_at is None:
+        if run.failure is not None:
+            return _after_failure(now, up, run.failure, grace)
         return Decision((), f"run {run.run_id or '(none yet)'}: export not finished")
     if run.released:
         return Decision((), f"run {run.run_id}: released once already; lease only")
@@ -92,6 +110,38 @@ def decide(now: dt.datetime, groups: list[GroupState], run: RunState, grace: dt.
     return Decision(tuple(g.name for g in up),
                     f"run {run.run_id} exported at {_iso(run.exported_at)}; grace of "
                     f"{int(grace.total_seconds() // 60)} min over", "run")
+
+
+def _after_failure(now: dt.datetime, up: list[GroupState], failure: Failure,
+                   grace: dt.timedelta) -> Decision:
+    failed = (f"Job {failure.job} failed at {_iso(failure.at)} ({failure.reason}"
+              + (f": {failure.message}" if failure.message else "") + ")")
+    # A group scaled or restored after the failure was brought back on purpose.
+    before = [g for g in up if g.changed_at <= failure.at]
+    if not before:
+        return Decision((), f"{failed}; the GPU node groups came back after it: lease only")
+    remaining = failure.at + grace - now
+    if remaining > dt.timedelta(0):
+        return Decision((), f"{failed}; grace not over ({math.ceil(remaining.total_seconds() / 60)} min left)")
+    return Decision(tuple(g.name for g in before),
+                    f"run failed: {failed}; grace of {int(grace.total_seconds() // 60)} min over", "failure")
+
+
+def read_failures(get: Callable[[str], dict], namespace: str) -> list[Failure]:
+    """The lab's Jobs that failed for good, first first; the release's own CronJob runs aside.
+    A Job's terminal failure is its condition type Failed, status True (reason BackoffLimitExceeded
+    or DeadlineExceeded), what Pulumi's own Job wait fails on
+    (pulumi/pulumi-kubernetes provider/pkg/await/checker/job/check.go collectJobConditionErrors)."""
+    jobs = get(f"/apis/batch/v1/namespaces/{namespace}/jobs?labelSelector=app.kubernetes.io%2Fpart-of%3Dbenchlab")
+    found = []
+    for job in jobs["items"]:
+        if any(o.get("kind") == "CronJob" for o in job["metadata"].get("ownerReferences") or []):
+            continue
+        for condition in (job.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "Failed" and condition.get("status") == "True":
+                found.append(Failure(job["metadata"]["name"], condition.get("reason", ""),
+                                     condition.get("message", ""), _parse_time(condition["lastTransitionTime"])))
+    return sorted(found, key=lambda f: f.at)
 
 
 def read_groups(eks: Any, cluster: str, names: list[str]) -> list[GroupState]:
@@ -185,7 +235,8 @@ def event(namespace: str, cronjob: str, message: str, now: dt.datetime) -> dict:
 
 def main(env: Mapping[str, str] = os.environ, eks: Any = None, now: dt.datetime | None = None,
          post: Callable[[str, dict], Any] = kube_api.post,
-         sleep: Callable[[float], None] = time.sleep) -> int:
+         sleep: Callable[[float], None] = time.sleep,
+         get: Callable[[str], dict] = kube_api.get) -> int:
     now = now or dt.datetime.now(dt.timezone.utc)
     cluster, names = env["CLUSTER_NAME"], env["GPU_NODE_GROUPS"].split(",")
     if eks is None:
@@ -200,6 +251,12 @@ def main(env: Mapping[str, str] = os.environ, eks: Any = None, now: dt.datetime 
         print(f"error: {err}", flush=True)
         return 1
     run = read_run(Path(env["RESULTS_ROOT"]), env["CONFIG_HASH"], env["GRAPH"])
+    try:
+        failures = read_failures(get, env["POD_NAMESPACE"])
+    except OSError as err:  # the export path and the lease do not need the Jobs
+        print(f"could not list the lab's Jobs ({err}); release after a failure: next check", flush=True)
+        failures = []
+    run = dataclasses.replace(run, failure=failures[0] if failures else None)
     decision = decide(now, groups, run, grace, lease)
     print(f"{_iso(now)}: {decision.reason}", flush=True)
     if not decision.release:
@@ -223,6 +280,10 @@ def main(env: Mapping[str, str] = os.environ, eks: Any = None, now: dt.datetime 
 
 def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(stamp: str) -> dt.datetime:
+    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
 
 
 def _hours(span: dt.timedelta) -> str:

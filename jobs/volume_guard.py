@@ -4,7 +4,7 @@
 until it is told to stop (SIGTERM: Pulumi deletes the Deployment after the monitoring and Dynamo
 platform releases, before the gp3 StorageClass and the EBS CSI add-on). If its Deployment is
 being deleted (not rolled out, not evicted), it deletes every
-claim of the StorageClass left behind (StatefulSets leave theirs: Prometheus, etcd, NATS) and
+claim of the StorageClass left behind in the namespaces it guards (StatefulSets leave theirs: Prometheus, etcd, NATS) and
 waits until no PersistentVolume of that class is left, i.e. until the CSI driver has deleted the
 EBS volumes, which it does asynchronously. Pulumi deletes the Deployment in the foreground, so it
 waits for this pod to end before it removes the add-on.
@@ -38,12 +38,13 @@ def volumes_left(volumes: list[dict[str, Any]], storage_class: str) -> list[str]
     return sorted(v["metadata"]["name"] for v in volumes if v["spec"].get("storageClassName") == storage_class)
 
 
-def drain(storage_class: str, deadline: float, get: Callable = kube_api.get,
+def drain(storage_class: str, namespaces: list[str], deadline: float, get: Callable = kube_api.get,
           delete: Callable = kube_api.delete, clock: Callable[[], float] = time.monotonic,
           sleep: Callable[[float], None] = time.sleep) -> list[str]:
-    """Delete the class's claims, wait for its volumes to go; return the volumes still left at
-    `deadline` (empty: all gone)."""
-    for path in leftover_claims(get("/api/v1/persistentvolumeclaims")["items"], storage_class):
+    """Delete the class's claims in `namespaces` (its Roles allow no other), wait for the
+    class's volumes to go; return the volumes still left at `deadline` (empty: all gone)."""
+    claims = [c for ns in namespaces for c in get(f"/api/v1/namespaces/{ns}/persistentvolumeclaims")["items"]]
+    for path in leftover_claims(claims, storage_class):
         print(f"deleting {path}", flush=True)
         delete(path)
     while True:
@@ -82,7 +83,7 @@ def main(env: Mapping[str, str] = os.environ) -> int:
         return 0
     # Keep a margin inside the pod's grace period, so the answer is logged before a SIGKILL.
     deadline = time.monotonic() + int(env["DRAIN_SECONDS"])
-    left = drain(env["STORAGE_CLASS"], deadline)
+    left = drain(env["STORAGE_CLASS"], env["GUARDED_NAMESPACES"].split(","), deadline)
     if left:
         print(f"volumes still there: {', '.join(left)}; `benchlab leftovers` lists their EBS volumes", flush=True)
         return 1

@@ -13,15 +13,17 @@ import pulumi_aws as aws
 
 from components.base import HF_TOKEN_SECRET, Base, BaseArgs
 from components.benchmark_jobs import Benchmarks, BenchmarksArgs, shipped_code_sha
-from components.cluster import ROLE_LABEL, ClusterArgs, EksCluster
+from components.cluster import ROLE_LABEL, ClusterArgs, EksCluster, control_plane_log_group
 from components.dynamo_platform import DynamoPlatform, DynamoPlatformArgs
 from components.efa_device_plugin import EfaDevicePlugin, EfaDevicePluginArgs
 from components.gpu_release import GpuRelease, GpuReleaseArgs
+from components.gpu_restore import GpuGroupSize, GpuRestore, GpuRestoreArgs, log_group_name
 from components.gpu_operator import GpuOperator, GpuOperatorArgs
 from components.kv_transport_check import KvTransportCheck, KvTransportCheckArgs
 from components.model_store import ModelStore, ModelStoreArgs
 from components.monitoring import Monitoring, MonitoringArgs
-from components.network import Network, NetworkArgs
+from components.lab_key import LabKey, LabKeyArgs
+from components.network import Network, NetworkArgs, flow_log_group
 from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from components.node_groups import NodeGroups, NodeGroupsArgs, NodeGroupSpec
 from components.results_bucket import ResultsBucket, ResultsBucketArgs
@@ -29,7 +31,9 @@ from components.results_export import ResultsExport, ResultsExportArgs
 from components.serving_graph import ServingGraph, ServingGraphArgs, frontend_url
 from components.storage import Storage, StorageArgs
 from components.volume_guard import VolumeGuard, VolumeGuardArgs
+from components.wheelhouse import Wheelhouse, WheelhouseArgs
 from facts.instances import facts
+from facts.wheel_locks import BOTO3
 from facts.node_capacity import NODE_LIMITS
 from jobs.names import GPU_GROUPS, NODE_GROUPS
 from stacks import pod_fit
@@ -82,12 +86,10 @@ class Infra:
     gpu_node_groups: dict[str, str]  # "prefill" / "decode" -> EKS node group name
     efs_storage_class: pulumi.Resource  # RWX, for the model store and results PVCs
     gp3_storage_class: pulumi.Resource  # default RWO, for etcd/NATS/Prometheus/Grafana
-    # What owns gp3 volumes waits for it: destroy deletes those first, then waits here until
-    # the CSI driver has deleted their EBS volumes, then removes the StorageClass and add-on.
-    volume_guard: pulumi.Resource
     results_bucket: aws.s3.Bucket
     oidc_provider_arn: pulumi.Input[str]  # for IRSA roles of later layers
     oidc_provider_url: pulumi.Input[str]
+    network: Network  # its subnet plan and S3's CIDRs, for the network policies
 
 
 @dataclass(frozen=True)
@@ -105,30 +107,39 @@ class Platform:
 # --- 1. AWS: network, cluster and node groups, storage, results bucket, Kubernetes provider ---
 def aws_layer(ctx: StackContext) -> Infra:
     cfg = ctx.cfg
+    key = LabKey(ctx.name, LabKeyArgs(region=cfg.region, log_groups=(
+        control_plane_log_group(ctx.name), flow_log_group(ctx.name), log_group_name(ctx.name))),
+        opts=ctx.opts())
     network = Network(ctx.name, NetworkArgs(
         cidr=cfg.vpc_cidr, availability_zones=cfg.availability_zones, cluster_name=ctx.name,
-        nat_zone=cfg.gpu_availability_zone), opts=ctx.opts())
+        nat_zone=cfg.gpu_availability_zone, region=cfg.region,
+        flow_log_retention_days=cfg.flow_logs.retention_days, log_key_arn=key.key.arn), opts=ctx.opts())
     cluster = EksCluster(ctx.name, ClusterArgs(
         cluster_name=ctx.name, kubernetes_version=cfg.kubernetes_version, vpc_id=network.vpc_id,
-        public_subnet_ids=network.public_subnet_ids, private_subnet_ids=network.private_subnet_ids,
+        control_plane_subnet_ids=network.control_plane_subnet_ids,
         public_access_cidrs=cfg.public_access_cidrs, admin_principal_arns=cfg.cluster_access.admins,
-        log_retention_days=cfg.control_plane_logs.retention_days, tags=ctx.tags), opts=ctx.opts())
+        log_retention_days=cfg.control_plane_logs.retention_days, key_arn=key.key.arn, tags=ctx.tags),
+        opts=ctx.opts())
+    specs = _node_group_specs(cfg, network)
     nodes = NodeGroups(ctx.name, NodeGroupsArgs(
         cluster=cluster.cluster, cluster_name=ctx.name, kubernetes_version=cfg.kubernetes_version,
         vpc_id=network.vpc_id, cluster_security_group_id=cluster.security_group_id,
-        groups=_node_group_specs(cfg, network), ssm_sessions=cfg.cluster_access.node_ssm_sessions,
+        groups=specs, ssm_sessions=cfg.cluster_access.node_ssm_sessions,
         joins_after=[cluster.vpc_cni], tags=ctx.tags), opts=ctx.opts())
+    # A new run brings back the GPU node groups a release scaled to zero, on a plain `up`.
+    GpuRestore(ctx.name, GpuRestoreArgs(
+        region=cfg.region, cluster_name=ctx.name,
+        run_key=run_plan(cfg, shipped_code_sha())["config_hash"],
+        groups={spec.role: GpuGroupSize(
+            node_group=nodes.names[spec.role], min_size=spec.desired_size,
+            desired_size=spec.desired_size, max_size=spec.max_size, resource=nodes.groups[spec.role])
+            for spec in specs if spec.role in GPU_GROUPS}, log_key_arn=key.key.arn), opts=ctx.opts())
     storage = Storage(ctx.name, StorageArgs(
         cluster_name=ctx.name, vpc_id=network.vpc_id, node_subnet_ids=network.private_subnet_ids,
         node_security_group_ids=[nodes.system_security_group_id, nodes.gpu_security_group_id],
         oidc_provider_arn=cluster.oidc_provider_arn, oidc_provider_url=cluster.oidc_provider_url,
         system_nodes=nodes.groups["system"], k8s_provider=cluster.k8s_provider,
         volume_tags=ctx.tags), opts=ctx.opts())
-    guard = VolumeGuard(ctx.name, VolumeGuardArgs(
-        storage_class=storage.gp3_storage_class.metadata.name, image=cfg.deployed_image("client"),
-        cpu_node_selector={ROLE_LABEL: "system"},
-        depends_on=[storage.gp3_storage_class, nodes.groups["system"]]),
-        opts=pulumi.ResourceOptions(providers={"kubernetes": cluster.k8s_provider}))
     results = ResultsBucket(ctx.name, ResultsBucketArgs(
         name_prefix=ctx.name, retain_on_destroy=cfg.results.retain_bucket_on_destroy), opts=ctx.opts())
 
@@ -143,8 +154,9 @@ def aws_layer(ctx: StackContext) -> Infra:
         system_nodes=nodes.groups["system"],
         gpu_node_groups={role: nodes.names[role] for role in GPU_GROUPS},
         efs_storage_class=storage.efs_storage_class, gp3_storage_class=storage.gp3_storage_class,
-        volume_guard=guard.deployment, results_bucket=results.bucket,
-        oidc_provider_arn=cluster.oidc_provider_arn, oidc_provider_url=cluster.oidc_provider_url)
+        results_bucket=results.bucket,
+        oidc_provider_arn=cluster.oidc_provider_arn, oidc_provider_url=cluster.oidc_provider_url,
+        network=network)
 
 
 def _node_group_specs(cfg: StackConfig, network: Network) -> tuple[NodeGroupSpec, ...]:
@@ -176,19 +188,29 @@ def platform_layer(ctx: StackContext, infra: Infra) -> Platform:
     gp3 = infra.gp3_storage_class.metadata.name
     base = Base(ctx.name, BaseArgs(
         namespaces=NAMESPACES, token_namespace="lab", hf_token=ctx.secrets.hf_token,
-        privileged=("gpu-operator",),
+        # GPU Operator: host access. Lab: the EFA workers add IPC_LOCK (RDMA pins memory), which
+        # baseline forbids (Pod Security Standards, "Capabilities"); else restricted.
+        enforce={"gpu-operator": "privileged", "monitoring": "baseline", "dynamo-system": "baseline",
+                 "lab": "privileged" if cfg.one_efa_per_worker() else "restricted"},
         # After the storage classes, so destroy deletes the namespaces (and their PVCs) first.
         depends_on=[infra.gp3_storage_class, infra.efs_storage_class]), opts=opts)
     ns = base.namespaces
+    # What owns gp3 volumes waits for the guard: destroy deletes those first, then waits here
+    # until the CSI driver has deleted their EBS volumes, then removes the StorageClass and add-on.
+    guard = VolumeGuard(ctx.name, VolumeGuardArgs(
+        storage_class=gp3, image=cfg.deployed_image("client"), cpu_node_selector={ROLE_LABEL: "system"},
+        guarded_namespaces={NAMESPACES[role]: ns[role] for role in ("monitoring", "dynamo-system")},
+        depends_on=[infra.gp3_storage_class, infra.system_nodes]), opts=opts)
     # With the namespaces, before any workload: a default deny and the flows the lab needs.
     NetworkPolicies(ctx.name, NetworkPoliciesArgs(
         lab=NAMESPACES["lab"], dynamo_system=NAMESPACES["dynamo-system"],
         monitoring=NAMESPACES["monitoring"], gpu_operator=NAMESPACES["gpu-operator"],
-        vpc_cidr=cfg.vpc_cidr,
+        vpc_cidr=cfg.vpc_cidr, control_plane_cidrs=tuple(infra.network.plan.control_plane),
+        aws_endpoint_cidrs=tuple(infra.network.plan.endpoints), s3_cidrs=infra.network.s3_cidrs,
         depends_on=[ns[role] for role in ("lab", "dynamo-system", "monitoring")]), opts=opts)
     # Monitoring and the Dynamo platform run on CPU nodes with gp3 volumes: they wait for the
     # system nodes and gp3, never for a GPU node group, and install while the GPU nodes boot.
-    cpu_ready = [infra.system_nodes, infra.gp3_storage_class, infra.volume_guard]
+    cpu_ready = [infra.system_nodes, infra.gp3_storage_class, guard.deployment]
     monitoring = Monitoring(ctx.name, MonitoringArgs(
         namespace=NAMESPACES["monitoring"],
         kube_prometheus_stack_version=cfg.versions.kube_prometheus_stack,
@@ -209,7 +231,7 @@ def platform_layer(ctx: StackContext, infra: Infra) -> Platform:
     # The operator creates PodMonitors: after kube-prometheus-stack.
     dynamo = DynamoPlatform(ctx.name, DynamoPlatformArgs(
         version=cfg.versions.dynamo, namespace=NAMESPACES["dynamo-system"],
-        prometheus_url=monitoring.prometheus_url, storage_class=gp3,
+        watched_namespace=NAMESPACES["lab"], prometheus_url=monitoring.prometheus_url, storage_class=gp3,
         remove_crds_on_destroy=cfg.destroy.remove_dynamo_crds,
         depends_on=[*cpu_ready, ns["dynamo-system"], monitoring.stack]), opts=opts)
 
@@ -228,6 +250,12 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
     opts = pulumi.ResourceOptions(providers={"kubernetes": infra.k8s_provider, "aws": ctx.aws_provider})
     cpu_nodes = {ROLE_LABEL: "system"}
     token = platform.hf_token_secret
+    # The credential holders' boto3, fetched by a Job without credentials: they install from it
+    # and never reach the internet themselves (components/wheelhouse.py). First of the Jobs.
+    wheelhouse = Wheelhouse(f"{WORKLOADS}-wheelhouse", WheelhouseArgs(
+        namespace=namespace, storage_class=infra.efs_storage_class.metadata.name, lock=BOTO3,
+        image=cfg.deployed_image("client"), cpu_node_selector=cpu_nodes,
+        depends_on=[platform.namespaces["lab"], infra.efs_storage_class, infra.system_nodes]), opts=opts)
     # The download needs no GPU: it runs while the GPU node groups boot.
     store = ModelStore(f"{WORKLOADS}-models", ModelStoreArgs(
         namespace=namespace, storage_class=infra.efs_storage_class.metadata.name,
@@ -236,7 +264,7 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
         download_timeout_minutes=cfg.model.download_timeout_minutes,
         hf_token_secret=None if token is None else HF_TOKEN_SECRET,
         image=cfg.deployed_image("client"), cpu_node_selector=cpu_nodes,
-        depends_on=[platform.namespaces["lab"], infra.efs_storage_class, infra.system_nodes,
+        depends_on=[platform.namespaces["lab"], infra.efs_storage_class, infra.system_nodes, wheelhouse.job,
                     *([token] if token is not None else [])]), opts=opts)
 
     manifest = graph_manifest(cfg)
@@ -250,7 +278,8 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
         ready_timeout_minutes=cfg.serving.ready_timeout_minutes,
         depends_on=[store.download, platform.dynamo_platform, platform.gpu_operator,
                     *([platform.efa_device_plugin] if cfg.serving.mode == "disagg" else [])],
-        kvbm_metrics_port=KVBM_METRICS_PORT_NAME), opts=opts)
+        image=cfg.deployed_image("client"),
+        cpu_node_selector=cpu_nodes, kvbm_metrics_port=KVBM_METRICS_PORT_NAME), opts=opts)
 
     plan = run_plan(cfg, shipped_code_sha())
     # Beside the results volume, before any GPU node is needed: the lease also guards a run
@@ -262,7 +291,8 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
         config_hash=plan["config_hash"], graph=cfg.serving.mode,
         oidc_provider_arn=infra.oidc_provider_arn, oidc_provider_url=infra.oidc_provider_url,
         image=cfg.deployed_image("client"),
-        cpu_node_selector=cpu_nodes, depends_on=[store.results_pvc, infra.system_nodes]), opts=opts)
+        cpu_node_selector=cpu_nodes, depends_on=[store.results_pvc, infra.system_nodes, wheelhouse.job]),
+        opts=opts)
 
     # The KV path, proven from the workers' evidence, before any benchmark: a wrong one stops here.
     name = manifest["metadata"]["name"]
@@ -273,12 +303,12 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
         kv_router=cfg.serving.router_mode == "kv",  # serving_spec: DYN_ROUTER_MODE
         config_hash=plan["config_hash"], image=cfg.deployed_image("client"),
         cpu_node_selector=cpu_nodes,
-        depends_on=[graph.graph, store.results_pvc]), opts=opts)
+        depends_on=[graph.ready, store.results_pvc]), opts=opts)
 
     bench = Benchmarks(f"{WORKLOADS}-bench", BenchmarksArgs(
         namespace=namespace, plan=plan, modes=cfg.bench.modes(),
         image=cfg.deployed_image("client"), cpu_node_selector=cpu_nodes,
-        depends_on=[graph.graph, check.job, store.results_pvc],
+        depends_on=[graph.ready, check.job, store.results_pvc],
         gpu_operator_namespace=NAMESPACES["gpu-operator"]), opts=opts)
     ResultsExport(f"{WORKLOADS}-export", ResultsExportArgs(
         namespace=namespace, region=cfg.region, bucket_name=infra.results_bucket.bucket,
@@ -286,7 +316,7 @@ def workloads_layer(ctx: StackContext, infra: Infra, platform: Platform) -> None
         oidc_provider_url=infra.oidc_provider_url, pushgateway_url=platform.pushgateway_url,
         image=cfg.deployed_image("client"),
         plan_configmap=bench.plan_configmap, config_hash=bench.plan["config_hash"],
-        cpu_node_selector=cpu_nodes, depends_on=[bench.jobs[-1]]), opts=opts)
+        cpu_node_selector=cpu_nodes, depends_on=[bench.jobs[-1], wheelhouse.job]), opts=opts)
 
     pulumi.export("servingGraph", name)
     pulumi.export("frontend", f"{namespace}/{name}-frontend")  # kubectl port-forward svc/...

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 from facts import eks, images, versions, wheel_locks
-from jobs import modes, typed_mapping
+from jobs import deadlines, modes, typed_mapping
 from jobs.names import GPU_GROUPS, NODE_GROUPS
 from jobs.typed_mapping import limits
 from facts import node_capacity
@@ -27,6 +27,23 @@ SECRET_KEYS = ("hfToken", "grafanaAdminPassword")
 # The vllm-runtime image is ~20 GB compressed; containerd needs room to unpack it twice.
 MIN_GPU_DISK_GIB = 200
 IAM_PRINCIPAL_ARN = r"arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+"
+# No request from the internet comes from these blocks, so a publicAccessCidrs entry inside one
+# admits nobody: IANA IPv4 Special-Purpose Address Registry, "Globally Reachable: False"
+# (https://www.iana.org/assignments/iana-ipv4-special-registry/). The shipped stack files'
+# placeholder is in a documentation range (RFC 5737).
+DOCUMENTATION_NETS = tuple(ipaddress.IPv4Network(n) for n in
+                           ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"))
+NOT_GLOBALLY_REACHABLE = {
+    **{net: "a documentation range (RFC 5737)" for net in DOCUMENTATION_NETS},
+    **{ipaddress.IPv4Network(n): "private use (RFC 1918)"
+       for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")},
+    ipaddress.IPv4Network("100.64.0.0/10"): "shared address space, carrier-grade NAT (RFC 6598)",
+    ipaddress.IPv4Network("127.0.0.0/8"): "loopback",
+    ipaddress.IPv4Network("169.254.0.0/16"): "link local",
+    ipaddress.IPv4Network("198.18.0.0/15"): "benchmarking (RFC 2544)",
+    ipaddress.IPv4Network("0.0.0.0/8"): "'this network'",
+    ipaddress.IPv4Network("240.0.0.0/4"): "reserved",
+}
 # CloudWatch Logs' allowed retentions (PutRetentionPolicy; 0 = never expire is not offered).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
                       1827, 2192, 2557, 2922, 3288, 3653)
@@ -168,8 +185,20 @@ class ClusterAccess:
 
 
 @dataclass(frozen=True)
+class ImagePolicy:
+    # The documented opt-in that lets a credential-holding pod run an image by tag (see `load`).
+    allow_unpinned_images: bool = False
+
+
+@dataclass(frozen=True)
 class ControlPlaneLogs:
     # CloudWatch retention of the control-plane logs (api, audit, authenticator), days.
+    retention_days: int = 30
+
+
+@dataclass(frozen=True)
+class FlowLogs:
+    # CloudWatch retention of the VPC's flow logs (every accepted and rejected flow), days.
     retention_days: int = 30
 
 
@@ -180,8 +209,8 @@ class GpuRelease:
     # (time to look at the live graph); 0: never after a run (the lease still holds).
     grace_minutes: int = field(default=10, metadata=limits(low=0))
     # The longest a GPU node group may stay up since its last change (creation, scaling, a
-    # restore); past it, it is released whatever still runs. A few hours above the planned
-    # campaign (`benchlab cost`: about 3.5 h for Pulumi.dev.yaml).
+    # restore); past it, it is released whatever still runs. At least every wait of one run
+    # (_check_lease: about 6 h for Pulumi.dev.yaml, whose campaign plans ~3.5 h).
     lease_hours: int = field(default=6, metadata=AT_LEAST_ONE)
 
 
@@ -196,6 +225,7 @@ class StackConfig:
     public_access_cidrs: tuple[str, ...] = ()
     cluster_access: ClusterAccess = ClusterAccess()
     control_plane_logs: ControlPlaneLogs = ControlPlaneLogs()
+    flow_logs: FlowLogs = FlowLogs()
     kubernetes_version: str = "1.32"
     node_groups: NodeGroups = NodeGroups()
     serving: Serving = Serving()
@@ -203,6 +233,7 @@ class StackConfig:
     versions: Versions = Versions()
     # The image lock: tagged reference -> digest (`benchlab lock-images`); deployed by digest.
     image_digests: dict[str, str] = field(default_factory=dict)
+    image_policy: ImagePolicy = ImagePolicy()
     monitoring: Monitoring = Monitoring()
     results: Results = Results()
     destroy: Destroy = Destroy()
@@ -241,6 +272,10 @@ class StackConfig:
         """What a pod's `image` says: by digest when the image lock has the tag."""
         return images.pinned(self.images()[role], self.image_digests)
 
+    def unpinned_credential_images(self) -> list[str]:
+        """Images of credential-holding pods (images.CREDENTIAL_ROLES) that the lock lacks."""
+        return sorted({self.images()[role] for role in images.CREDENTIAL_ROLES} - set(self.image_digests))
+
     def desired_nodes(self, group: Literal["system", "prefill", "decode"]) -> int:
         """Nodes to run in a group: the configured count, or 0 for a GPU group the
         serving mode leaves idle (when `serving.scaleUnusedGpuGroupToZero`)."""
@@ -256,15 +291,22 @@ class StackConfig:
 def parse(raw: dict[str, Any]) -> StackConfig:
     """Build and validate a StackConfig from the namespace's keys (without the `benchlab:`
     prefix; values already JSON-decoded). Raises ConfigError listing every problem."""
+    cfg, problems = validate(raw)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def validate(raw: dict[str, Any]) -> tuple[StackConfig, list[str]]:
+    """`parse` without raising: the config (a value of the wrong type replaced by its default)
+    and every problem, for `preflight` to report beside its own checks."""
     problems: list[str] = []
     raw = {k: v for k, v in raw.items() if k not in SECRET_KEYS}
     # A value of the wrong type is reported and replaced by its default, so the rules below
     # always see a well-typed config and every problem is reported in one go.
     cfg = typed_mapping.build(StackConfig, raw, f"{NAMESPACE}:", StackConfig(), problems)
     problems.extend(_check(cfg))
-    if problems:
-        raise ConfigError(problems)
-    return cfg
+    return cfg, problems
 
 
 def _check(cfg: StackConfig) -> list[str]:
@@ -350,20 +392,43 @@ def _check_api_access(cfg: StackConfig) -> list[str]:
     """Who reaches the cluster: no open endpoint without the override; admins as IAM ARNs;
     a log retention CloudWatch accepts."""
     ns, problems = NAMESPACE, []
-    cidrs = cfg.public_access_cidrs
-    if is_open_to_internet(cidrs) and not cfg.cluster_access.allow_api_from_anywhere:
-        problems.append(f"{ns}:publicAccessCidrs: {list(cidrs)} together open the EKS API to the "
-                        "whole internet; list your own CIDRs (e.g. your address /32), or set "
-                        f"{ns}:clusterAccess.allowApiFromAnywhere: true to accept that knowingly")
+    problems.extend(public_access_problems(cfg.public_access_cidrs,
+                                           allow_anywhere=cfg.cluster_access.allow_api_from_anywhere))
     for i, arn in enumerate(cfg.cluster_access.admins):
         # Access entries take IAM users and roles, not STS assumed-role session ARNs:
         # https://docs.aws.amazon.com/eks/latest/userguide/creating-access-entries.html
         if not re.fullmatch(IAM_PRINCIPAL_ARN, arn):
             problems.append(f"{ns}:clusterAccess.admins[{i}]: {arn!r} is not an IAM role or user ARN "
                             "(arn:aws:iam::<account>:role/<name> or :user/<name>)")
-    if cfg.control_plane_logs.retention_days not in LOG_RETENTION_DAYS:
-        problems.append(f"{ns}:controlPlaneLogs.retentionDays: {cfg.control_plane_logs.retention_days} "
-                        f"is not a CloudWatch retention; allowed: {', '.join(map(str, LOG_RETENTION_DAYS))}")
+    for key, days in (("controlPlaneLogs", cfg.control_plane_logs.retention_days),
+                      ("flowLogs", cfg.flow_logs.retention_days)):
+        if days not in LOG_RETENTION_DAYS:
+            problems.append(f"{ns}:{key}.retentionDays: {days} "
+                            f"is not a CloudWatch retention; allowed: {', '.join(map(str, LOG_RETENTION_DAYS))}")
+    return problems
+
+
+def public_access_problems(cidrs: Sequence[str], allow_anywhere: bool) -> list[str]:
+    """publicAccessCidrs that would leave the API open to the internet (unless `allow_anywhere`)
+    or admit nobody; `pulumi up`'s validation and `preflight` both report these."""
+    ns, problems = NAMESPACE, []
+    if is_open_to_internet(cidrs) and not allow_anywhere:
+        problems.append(f"{ns}:publicAccessCidrs: {list(cidrs)} together open the EKS API to the "
+                        "whole internet; list your own CIDRs (e.g. your address /32), or set "
+                        f"{ns}:clusterAccess.allowApiFromAnywhere: true to accept that knowingly")
+    for i, cidr in enumerate(cidrs):
+        try:
+            network = ipaddress.IPv4Network(cidr)
+        except ValueError:
+            continue  # reported as not a CIDR
+        block = next((b for b in NOT_GLOBALLY_REACHABLE if network.subnet_of(b)), None)
+        if block is not None:
+            placeholder = " (the shipped stack files' placeholder)" if block in DOCUMENTATION_NETS else ""
+            problems.append(
+                f"{ns}:publicAccessCidrs[{i}]: {cidr!r} is in {block}, {NOT_GLOBALLY_REACHABLE[block]}"
+                f"{placeholder}: no request from the internet comes from there, so nobody could reach "
+                "the cluster's API; allowed: your own public addresses, e.g. `pulumi config set --path "
+                "'publicAccessCidrs[0]' \"$(curl -s https://checkip.amazonaws.com)/32\"`")
     return problems
 
 
@@ -401,15 +466,17 @@ def _check_model(model: Model) -> list[str]:
 
 
 def _check_lease(cfg: StackConfig) -> list[str]:
-    """The lease must let one `pulumi up` finish on the GPUs it started: the graph's Ready wait
-    and the planned benchmarks (the lease counts from the node group's last change)."""
-    run_minutes = cfg.serving.ready_timeout_minutes + math.ceil(cfg.bench.planned_seconds / 60)
-    needed = math.ceil(run_minutes / 60)
+    """The lease must let one `pulumi up` finish on the GPUs it started (the lease counts from
+    the node group's last change): every wait of the run, from the Jobs' own deadlines."""
+    waits = deadlines.run_waits_minutes(cfg.model.download_timeout_minutes,
+                                        cfg.serving.ready_timeout_minutes, cfg.bench)
+    needed = math.ceil(sum(waits.values()) / 60)
     if cfg.gpu_release.lease_hours >= needed:
         return []
     return [f"{NAMESPACE}:gpuRelease.leaseHours: {cfg.gpu_release.lease_hours} h would release the "
-            f"GPUs during a run (serving.readyTimeoutMinutes {cfg.serving.ready_timeout_minutes} + "
-            f"{math.ceil(cfg.bench.planned_seconds / 60)} planned benchmark minutes); at least {needed}"]
+            f"GPUs during a slow but healthy run ({sum(waits.values())} min: "
+            + ", ".join(f"{what} {m}" for what, m in waits.items())
+            + f" (model.downloadTimeoutMinutes, serving.readyTimeoutMinutes, bench.*)); at least {needed}"]
 
 
 def _check_image_digests(digests: dict[str, str]) -> list[str]:
@@ -558,23 +625,39 @@ def check_stack_name(stack: str) -> list[str]:
             "with a letter or digit; `pulumi stack rename` or init a stack with a shorter name"]
 
 
+def stack_problems(raw: dict[str, Any], secret_keys: set[str] | Sequence[str], stack: str) -> list[str]:
+    """What `load` refuses beyond `parse`: the stack name, a secret set in plain text, no
+    publicAccessCidrs (preflight reports the same)."""
+    problems = check_stack_name(stack) + [
+        f"{NAMESPACE}:{k}: is a secret; set it with `pulumi config set --secret {k}`"
+        for k in SECRET_KEYS if k in raw and k not in secret_keys]
+    if not raw.get("publicAccessCidrs"):
+        problems.append(f"{NAMESPACE}:publicAccessCidrs: required, no default: the CIDRs that may "
+                        "reach the EKS API, e.g. `pulumi config set --path 'publicAccessCidrs[0]' "
+                        "\"$(curl -s https://checkip.amazonaws.com)/32\"`")
+    return problems
+
+
+def check_image_pinning(cfg: StackConfig) -> list[str]:
+    """What `pulumi up` refuses: a pod holding a credential runs code by a name the registry can
+    move, unless the stack says it accepts that (`imagePolicy.allowUnpinnedImages`)."""
+    unpinned = cfg.unpinned_credential_images()
+    if not unpinned or cfg.image_policy.allow_unpinned_images:
+        return []
+    return [f"{NAMESPACE}:imageDigests: no digest for {', '.join(unpinned)}, which runs the pods "
+            "holding credentials (HF token, IRSA roles, API tokens); allowed: a sha256 digest for "
+            "each (`./benchlab lock-images` records them), or "
+            f"{NAMESPACE}:imagePolicy.allowUnpinnedImages: true to accept deploying them by tag"]
+
+
 def load() -> tuple[StackConfig, Secrets]:
     """Parse and validate the running stack's config; raise ConfigError on any problem."""
     import pulumi
 
     raw, secret = raw_stack_config()
-    stack_problems = check_stack_name(pulumi.get_stack())
-    problems = stack_problems + [
-        f"{NAMESPACE}:{k}: is a secret; set it with `pulumi config set --secret {k}`"
-        for k in SECRET_KEYS if k in raw and k not in secret]
-    if not raw.get("publicAccessCidrs"):
-        problems.append(f"{NAMESPACE}:publicAccessCidrs: required, no default: the CIDRs that may "
-                        "reach the EKS API, e.g. `pulumi config set --path 'publicAccessCidrs[0]' "
-                        "\"$(curl -s https://checkip.amazonaws.com)/32\"`")
-    try:
-        cfg = parse(raw)
-    except ConfigError as err:
-        problems = err.problems + problems
+    cfg, found = validate(raw)
+    # every problem at once: the pinning rule reads the config as validate typed it
+    problems = found + stack_problems(raw, secret, pulumi.get_stack()) + check_image_pinning(cfg)
     if problems:
         raise ConfigError(problems)
     conf = pulumi.Config(NAMESPACE)

@@ -29,6 +29,8 @@ from components.kv_transport_check import CHECK_RESOURCES
 from components.volume_guard import GUARD_RESOURCES
 from components.model_store import DOWNLOAD_RESOURCES
 from components.results_export import EXPORT_RESOURCES
+from components.serving_graph import READY_RESOURCES
+from components.wheelhouse import WHEELHOUSE_RESOURCES
 from facts import images
 from facts.instances import INSTANCE_FACTS
 from facts.node_capacity import NODE_LIMITS, allocatable
@@ -192,7 +194,8 @@ def scheduled_pods(cfg: StackConfig) -> list[Pod]:
     return [*PLATFORM_PODS, *graphs, _job("model-download", DOWNLOAD_RESOURCES),
             _job("benchmark", BENCH_RESOURCES), _job("results-export", EXPORT_RESOURCES),
             # a CronJob: it runs beside the benchmark Jobs, so it counts as a pod that stays
-            _job("kv-transport-check", CHECK_RESOURCES),
+            _job("kv-transport-check", CHECK_RESOURCES), _job("serving-ready", READY_RESOURCES),
+            _job("wheelhouse", WHEELHOUSE_RESOURCES),
             _job("gpu-release", RELEASE_RESOURCES, job=False),
             _job("ebs-volume-guard", GUARD_RESOURCES, job=False)]  # a Deployment
 

@@ -135,12 +135,37 @@ def kv_transfer_config(sub_component: str, backend: str) -> dict:
             "kv_connector_extra_config": {"connectors": [kvbm, nixl]}}
 
 
+# vllm-runtime 0.9.x runs as `dynamo`, uid 1000, HOME=/home/dynamo, where it keeps "config/cache
+# files" (ai-dynamo/dynamo@9e2a2cc9 container/Dockerfile.vllm: useradd ... dynamo, `id -u dynamo`
+# -eq 1000, USER dynamo). The uid is given as a number: the kubelet cannot verify runAsNonRoot
+# against a user name. The operator sets only fsGroup 1000 and leaves the rest to extraPodSpec
+# (deploy/operator/internal/dynamo/graph.go applyDefaultSecurityContext).
+SERVING_UID = 1000
+SERVING_HOME = "/home/dynamo"
+# The read-only root's writable places: HOME (HF_HOME ~/.cache/huggingface, vLLM's VLLM_CACHE_ROOT
+# ~/.cache/vllm with its torch.compile cache, ~/.config/vllm, Triton ~/.triton, FlashInfer's JIT
+# ~/.cache/flashinfer) and /tmp (torch inductor's default /tmp/torchinductor_<user>, tempfiles).
+WRITABLE_DIRS = {"home": SERVING_HOME, "tmp": "/tmp"}
+
+
+def serving_pod_security_context() -> dict:
+    """A serving pod's: the image's own non-root uid, enforced, and the runtime's seccomp profile."""
+    return {"runAsNonRoot": True, "runAsUser": SERVING_UID, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
 def serving_security_context(capabilities: tuple[str, ...] = ()) -> dict:
-    """A serving container's: no privilege escalation, every capability dropped but `capabilities`."""
+    """A serving container's: no privilege escalation, a read-only root, every capability
+    dropped but `capabilities`."""
     caps: dict = {"drop": ["ALL"]}
     if capabilities:
         caps["add"] = list(capabilities)
-    return {"allowPrivilegeEscalation": False, "capabilities": caps}
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": caps}
+
+
+def writable_volumes() -> tuple[list[dict], list[dict]]:
+    """emptyDirs (pod volumes, container mounts) for the places the runtime writes."""
+    return ([{"name": f"writable-{name}", "emptyDir": {}} for name in WRITABLE_DIRS],
+            [{"name": f"writable-{name}", "mountPath": path} for name, path in WRITABLE_DIRS.items()])
 
 
 def model_store_volume() -> tuple[dict, dict]:
@@ -155,8 +180,9 @@ def graph_manifest(cfg: StackConfig, namespace: str | None = None) -> dict:
     """The DynamoGraphDeployment object for cfg.serving.mode."""
     mode = cfg.serving.mode
     metadata: dict = {"name": graph_name(mode), "labels": dict(PART_OF),
-                      # pulumi-kubernetes: a custom resource is ready when this condition is.
-                      "annotations": {"pulumi.com/waitFor": "condition=Ready"}}
+                      # Applied without Pulumi's wait (pulumi/pulumi-kubernetes#417): the
+                      # graph-ready Job waits for Ready and fails fast (components/serving_graph.py).
+                      "annotations": {"pulumi.com/skipAwait": "true"}}
     if namespace is not None:
         metadata["namespace"] = namespace
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata,
@@ -175,6 +201,7 @@ def graph_spec(cfg: StackConfig) -> dict:
 
 def _frontend(cfg: StackConfig) -> dict:
     volume, mount = model_store_volume()
+    scratch, scratch_mounts = writable_volumes()
     return {
         "componentType": "frontend",
         "replicas": 1,
@@ -182,8 +209,10 @@ def _frontend(cfg: StackConfig) -> dict:
         # dynamo.frontend 0.9.1 main.py: --router-mode defaults to $DYN_ROUTER_MODE, else round-robin
         "envs": env_list({**OFFLINE_ENV, "DYN_ROUTER_MODE": cfg.serving.router_mode}),
         "extraPodSpec": {"nodeSelector": {ROLE_LABEL: "system"},
-                         "automountServiceAccountToken": False, "volumes": [volume],
-                         "mainContainer": {"image": image(cfg), "volumeMounts": [mount],
+                         "automountServiceAccountToken": False,
+                         "securityContext": serving_pod_security_context(),
+                         "volumes": [volume, *scratch],
+                         "mainContainer": {"image": image(cfg), "volumeMounts": [mount, *scratch_mounts],
                                            "securityContext": serving_security_context()}},
     }
 
@@ -204,12 +233,13 @@ def _worker(cfg: StackConfig, group: str, workers: Workers, sub_component: str |
             "--max-num-batched-tokens", str(workers.max_num_batched_tokens)]
     env = dict(OFFLINE_ENV)
     volume, mount = model_store_volume()
-    volumes, mounts = [volume], [mount]
+    scratch, scratch_mounts = writable_volumes()
+    volumes, mounts = [volume, *scratch], [mount, *scratch_mounts]
     container: dict = {"image": image(cfg), "workingDir": WORKING_DIR,
                        "command": ["python3", "-m", "dynamo.vllm"],
                        "securityContext": serving_security_context()}
     pod: dict = {"nodeSelector": {ROLE_LABEL: group}, "tolerations": [GPU_TOLERATION],
-                 "automountServiceAccountToken": False}
+                 "automountServiceAccountToken": False, "securityContext": serving_pod_security_context()}
     extra_env: list[dict] = []
     if sub_component is not None:  # disagg: KV blocks move prefill -> decode through NIXL
         transport = cfg.serving.kv_transport

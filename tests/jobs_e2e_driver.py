@@ -8,7 +8,9 @@ with a bare Python 3.11 standing in for the client image, then the Job's own com
 rendered environment: the four benchmark Jobs against the local lab's real Dynamo graph with
 the real pinned AIPerf, then the export Job against moto's S3 server and a Pushgateway
 stand-in. What landed in S3 is pulled and the report is built from it. OUT/summary.json says
-what happened.
+what happened. The wheelhouse Job's command (pip download of the boto3 lock, from PyPI) runs
+first, with the installs (`--install-only`, on the host's network); the export's install step
+then takes its wheels from that wheelhouse alone, as in the cluster.
 
 What stands in for Kubernetes: the volume mounts (container paths map to directories under
 OUT), cluster DNS (an in-cluster Service's host is 127.0.0.1, its stand-in listening on the
@@ -123,7 +125,9 @@ class Pod:
         self.fs = root / "fs"
         volumes = {v["name"]: v for v in self.spec["volumes"]}
         (self.container,) = self.spec["containers"]
-        for mount in self.container["volumeMounts"]:
+        mounts = {m["mountPath"]: m for c in (*self.spec.get("initContainers", []), self.container)
+                  for m in c["volumeMounts"]}  # the init container's wheelhouse too
+        for mount in mounts.values():
             volume, path = volumes[mount["name"]], Path(self.host_path(mount["mountPath"]))
             path.parent.mkdir(parents=True, exist_ok=True)
             if "configMap" in volume:
@@ -176,12 +180,14 @@ def client_python(cache: Path) -> Path:
 
 
 def install(pod: Pod, python: Path, cache: Path, log: dict) -> None:
-    """The init container: its command as rendered, into a deps dir kept per lock digest (a
-    second run of the same lock reuses what the first installed)."""
+    """The init container: its command as rendered, into a deps dir kept per lock digest and
+    command (a second run of the same lock reuses what the first installed; an install from
+    another source, PyPI or the wheelhouse, does not)."""
     (init,) = pod.spec["initContainers"]
     command = init["command"]
     lock_file = Path(pod.host_path(command[command.index("-r") + 1]))
-    deps = cache / "deps" / hashlib.sha256(lock_file.read_bytes()).hexdigest()[:16]
+    key = lock_file.read_bytes() + json.dumps(command).encode()
+    deps = cache / "deps" / hashlib.sha256(key).hexdigest()[:16]
     done = deps.parent / f"{deps.name}.installed"
     if not done.exists():
         shutil.rmtree(deps, ignore_errors=True)  # an earlier install that did not finish
@@ -246,7 +252,11 @@ def main(out: Path, cache: Path, install_only: bool = False) -> int:
     summary["plan"] = {"graph": plan["graph"], "config_hash": plan["config_hash"],
                        "target": plan["target"]}
 
-    shared = {"bench-results": out / "results", "model-store": out / "models"}
+    # The wheelhouse outlives the install-only pass, like the installs it feeds: in the cache, one
+    # per boto3 lock (the only lock it holds), so a lock bump never finds the last one's wheels.
+    wheelhouse_key = hashlib.sha256(wheel_locks.BOTO3.path.read_bytes()).hexdigest()[:16]
+    shared = {"bench-results": out / "results", "model-store": out / "models",
+              "wheelhouse": cache / "wheelhouse" / wheelhouse_key}
     for directory in shared.values():
         directory.mkdir(parents=True, exist_ok=True)
     # The model store as the download Job leaves it: the tokenizer where the plan points.
@@ -268,6 +278,11 @@ def main(out: Path, cache: Path, install_only: bool = False) -> int:
 
     python = client_python(cache)
     if install_only:
+        # The wheelhouse Job first (it needs PyPI), as the export waits for it in the cluster.
+        wheelhouse = Pod(rec, job_named(rec, "-wheelhouse-job"), out / "pods" / "wheelhouse", shared, rewrite_plan)
+        fetched = run_job(wheelhouse, python, {"PIP_CONFIG_FILE": os.devnull})  # the image has no pip config
+        if fetched["returncode"] != 0:
+            raise RuntimeError(f"the wheelhouse Job failed:\n{fetched['log_tail']}")
         for name, job in (("bench", bench[0]), ("export", export)):
             install(Pod(rec, job, out / "pods" / name, shared, rewrite_plan), python, cache,
                     summary["installs"])
@@ -285,6 +300,8 @@ def main(out: Path, cache: Path, install_only: bool = False) -> int:
                           recording=out / f"graph-{attempt}" / "event_plane.jsonl"), processes).start()
         return processes
 
+    summary["wheelhouse"] = {wheel.name: hashlib.sha256(wheel.read_bytes()).hexdigest()
+                             for wheel in sorted(shared["wheelhouse"].rglob("*.whl"))}
     summary["graph_restarts"] = []
     processes = start_graph(0)
     try:

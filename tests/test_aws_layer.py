@@ -70,14 +70,17 @@ def test_cluster_is_eks_132_with_oidc_api_auth_and_restricted_endpoints(rec):
     assert inputs["createOidcProvider"] is True
     assert inputs["authenticationMode"] == "API"
     assert inputs["endpointPrivateAccess"] is True and inputs["endpointPublicAccess"] is True
-    assert inputs["publicAccessCidrs"] == ["203.0.113.0/24"]  # the placeholder in Pulumi.dev.yaml
-    assert sorted(inputs["privateSubnetIds"]) == sorted(
-        f"subnet-{PREFIX}-private-{z}" for z in ("us-east-1a", "us-east-1b"))
+    # Pulumi.dev.yaml's placeholder, which validation refuses: the offline harness's test CIDR
+    assert inputs["publicAccessCidrs"] == [offline.TEST_PUBLIC_ACCESS_CIDR]
+    # the cluster's network interfaces in their own subnets, which no pod or node shares
+    assert sorted(inputs["subnetIds"]) == sorted(
+        f"subnet-{PREFIX}-control-plane-{z}" for z in ("us-east-1a", "us-east-1b"))
+    assert "privateSubnetIds" not in inputs and "publicSubnetIds" not in inputs
 
 
 def test_public_endpoint_follows_config():
-    inputs = run(publicAccessCidrs=["203.0.113.7/32"]).one(EKS, PREFIX).plain_inputs()
-    assert inputs["publicAccessCidrs"] == ["203.0.113.7/32"]
+    inputs = run(publicAccessCidrs=["93.184.216.34/32"]).one(EKS, PREFIX).plain_inputs()
+    assert inputs["publicAccessCidrs"] == ["93.184.216.34/32"]
 
 
 # --- tags ----------------------------------------------------------------------------------
@@ -108,7 +111,7 @@ def test_instances_and_their_volumes_are_tagged(rec):
 def test_vpc_has_public_and_private_subnets_in_each_zone_with_load_balancer_tags(rec):
     assert rec.one("aws:ec2/vpc:Vpc", f"{PREFIX}-vpc").plain_inputs()["cidrBlock"] == "10.42.0.0/16"
     subnets = {r.name: r.plain_inputs() for r in rec.of_type(SUBNET)}
-    assert len(subnets) == 4
+    assert len(subnets) == 8  # public, private, control plane, AWS endpoints; per zone
     for zone in ("us-east-1a", "us-east-1b"):
         public, private = subnets[f"{PREFIX}-public-{zone}"], subnets[f"{PREFIX}-private-{zone}"]
         assert public["availabilityZone"] == private["availabilityZone"] == zone
@@ -131,9 +134,10 @@ def test_private_subnets_route_through_a_nat_in_a_public_subnet(rec):
 
 @pytest.mark.parametrize("cidr, zones", [("10.42.0.0/16", 2), ("10.0.0.0/16", 3), ("172.16.0.0/20", 4)])
 def test_subnet_cidrs_are_disjoint_and_inside_the_vpc(cidr, zones):
-    private, public = subnet_cidrs(cidr, zones)
-    nets = [ipaddress.IPv4Network(c) for c in private + public]
-    assert len(nets) == 2 * zones
+    plan = subnet_cidrs(cidr, zones)
+    nets = [ipaddress.IPv4Network(c) for c in plan.private + plan.public + plan.control_plane + plan.endpoints]
+    assert len(nets) == 4 * zones
+    assert all(ipaddress.IPv4Network(c).prefixlen == 28 for c in plan.control_plane + plan.endpoints)
     assert all(n.subnet_of(ipaddress.IPv4Network(cidr)) for n in nets)
     assert all(not a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1:])
 
@@ -308,7 +312,7 @@ def test_storage_classes(rec):
     efs = rec.one(STORAGE_CLASS, f"{PREFIX}-efs").plain_inputs()
     assert efs["metadata"]["name"] == "efs" and efs["provisioner"] == "efs.csi.aws.com"
     assert efs["parameters"] == {"provisioningMode": "efs-ap", "fileSystemId": f"fs-{PREFIX}-efs",
-                                 "directoryPerms": "700"}
+                                 "directoryPerms": "700", "encryptInTransit": "true"}
     gp3 = rec.one(STORAGE_CLASS, f"{PREFIX}-gp3").plain_inputs()
     assert gp3["metadata"] == {
         "name": "gp3", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}}
@@ -385,8 +389,10 @@ def test_kubernetes_provider_uses_the_cluster_kubeconfig_with_server_side_apply(
     assert isinstance(inputs["kubeconfig"], offline.Secret)
     assert json.loads(inputs["kubeconfig"].value)["clusters"][0]["name"] == PREFIX
     assert inputs["enableServerSideApply"] in (True, "true")
-    # a destroy finishes when the cluster is already gone
-    assert inputs.get("deleteUnreachable") in (True, "true")
+    # No deleteUnreachable in the state: a refresh or destroy that cannot reach the API fails
+    # instead of forgetting the objects; PULUMI_K8S_DELETE_UNREACHABLE, read only when the key is
+    # absent, stays the way out once the cluster is really gone.
+    assert "deleteUnreachable" not in inputs
     k8s_resources = [r for r in rec.resources.values() if r.type.startswith("kubernetes:")]
     assert k8s_resources and all(r.provider.rsplit("::", 1)[0] == provider.urn for r in k8s_resources)
 

@@ -1,6 +1,6 @@
 """checkov over the manifests `benchlab synth` renders (agg and disagg) with every secret set
 (an HF token and a Grafana password: what then appears, e.g. a Secret read into a Job's
-environment, is scanned too): zero failures outside the short, justified skip list in
+environment, is scanned too) and every image locked by digest: zero failures outside the short, justified skip list in
 .checkov.yaml, and every skip still suppresses a finding. checkov lives in its own virtual
 environment:
 
@@ -12,6 +12,7 @@ plugin, the Pushgateway) is not scanned here: no helm binary is to be had on thi
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -23,6 +24,7 @@ import pytest
 import yaml
 
 from cli import offline, synth
+from stacks import config as lab_config
 from tests.conftest import REPO, serving_mode
 
 CHECKOV = REPO / ".venvs" / "checkov" / "bin" / "checkov"
@@ -48,6 +50,13 @@ def skips() -> list[str]:
     return yaml.safe_load(CONFIG.read_text())["skip-check"]
 
 
+def locked(config: dict) -> dict:
+    """`config` with every image it runs locked (a made-up digest per tag) and no tag accepted."""
+    references = lab_config.parse(config).images().values()
+    return {**config, "imagePolicy": {"allowUnpinnedImages": False}, "imageDigests": {
+        ref: "sha256:" + hashlib.sha256(ref.encode()).hexdigest() for ref in references}}
+
+
 @pytest.fixture(scope="module")
 def scanned(tmp_path_factory):
     """checkov's results, with no check skipped, over synth's k8s/ of both modes (secrets set)
@@ -57,7 +66,8 @@ def scanned(tmp_path_factory):
     work, scan = tmp_path_factory.mktemp("synth"), tmp_path_factory.mktemp("scan")
     config = offline.stack_config(str(REPO / "Pulumi.dev.yaml"))
     for mode in ("agg", "disagg"):
-        result = synth.synthesize({**config, "serving": {**config["serving"], **serving_mode(mode)}}, SECRETS, "dev")
+        config_of_mode = {**config, "serving": {**config["serving"], **serving_mode(mode)}}
+        result = synth.synthesize(locked(config_of_mode), SECRETS, "dev")
         if result.error is not None:
             raise result.error
         synth.write(result.recording, work / mode)

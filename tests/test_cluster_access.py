@@ -48,9 +48,9 @@ def test_the_program_requires_public_access_cidrs_before_any_resource():
 
 
 def test_a_slash_zero_is_rejected_without_the_override():
-    found = problems({"publicAccessCidrs": ["198.51.100.7/32", "0.0.0.0/0"]})
+    found = problems({"publicAccessCidrs": ["93.184.216.34/32", "0.0.0.0/0"]})
     assert len(found) == 1
-    assert found[0].startswith("benchlab:publicAccessCidrs: ['198.51.100.7/32', '0.0.0.0/0'] together open") and "clusterAccess.allowApiFromAnywhere" in found[0]
+    assert found[0].startswith("benchlab:publicAccessCidrs: ['93.184.216.34/32', '0.0.0.0/0'] together open") and "clusterAccess.allowApiFromAnywhere" in found[0]
 
 
 def test_the_override_admits_a_slash_zero_knowingly():
@@ -65,6 +65,70 @@ def test_shipped_stack_files_do_not_open_the_api(stack_file):
     assert values.get("publicAccessCidrs"), f"{stack_file} must carry a publicAccessCidrs placeholder"
     assert not config.is_open_to_internet(values["publicAccessCidrs"])
     assert not values.get("clusterAccess", {}).get("allowApiFromAnywhere")
+
+
+# --- validation fails closed (issue 24.1) ---------------------------------------------------
+@pytest.mark.parametrize("stack_file", sorted(p.name for p in REPO.glob("Pulumi.*.yaml")))
+def test_pulumi_up_refuses_a_shipped_stack_file_as_it_stands_before_any_resource(stack_file):
+    as_written = offline.stack_config(str(REPO / stack_file), test_cidr=False)
+    recording = offline.Recording()
+    with pytest.raises(config.ConfigError) as err:
+        offline.run_program(as_written, stack=stack_file.split(".")[1], recording=recording)
+    placeholder = as_written["publicAccessCidrs"][0]
+    assert [p for p in err.value.problems if p.startswith(f"benchlab:publicAccessCidrs[0]: {placeholder!r}")
+            and "documentation range (RFC 5737)" in p]
+    assert recording.resources == {}
+
+
+@pytest.mark.parametrize("cidr, why", [
+    ("203.0.113.0/24", "documentation range"), ("198.51.100.7/32", "documentation range"),
+    ("192.0.2.0/24", "documentation range"), ("192.168.1.10/32", "private use"),
+    ("10.0.0.0/8", "private use"), ("172.20.0.0/16", "private use"),
+    ("100.64.12.7/32", "shared address space"), ("127.0.0.1/32", "loopback"),
+    ("169.254.169.254/32", "link local"), ("198.18.4.7/32", "benchmarking"),
+])
+def test_a_cidr_nobody_on_the_internet_comes_from_is_refused(cidr, why):
+    found = problems({"publicAccessCidrs": ["93.184.216.34/32", cidr]})
+    assert len(found) == 1 and found[0].startswith(f"benchlab:publicAccessCidrs[1]: {cidr!r} is in ")
+    assert why in found[0] and "checkip.amazonaws.com" in found[0]
+
+
+def test_a_public_cidr_is_admitted():
+    assert config.parse({"publicAccessCidrs": ["93.184.216.34/32", "8.8.0.0/16"]}).public_access_cidrs == (
+        "93.184.216.34/32", "8.8.0.0/16")
+
+
+def test_offline_runs_put_the_test_cidr_in_the_placeholder_s_place_only():
+    written = offline.stack_config(str(REPO / "Pulumi.dev.yaml"), test_cidr=False)
+    assert written["publicAccessCidrs"] == ["203.0.113.0/24"]
+    assert DEV["publicAccessCidrs"] == ["1.2.3.4/32"] == [offline.TEST_PUBLIC_ACCESS_CIDR]
+    own = {**written, "publicAccessCidrs": ["93.184.216.34/32", "203.0.113.0/24"]}
+    assert offline.with_test_cidr(own)["publicAccessCidrs"] == ["93.184.216.34/32", "1.2.3.4/32"]
+    mine = {**written, "publicAccessCidrs": ["93.184.216.34/32"]}
+    assert offline.with_test_cidr(mine) == mine
+
+
+# Configs that preflight fails without any AWS call: `pulumi up` must refuse each before any
+# resource (preflight alone stricter: a /0 admitted by clusterAccess.allowApiFromAnywhere).
+CONFIG_ONLY_FAILURES = {
+    "placeholder CIDR": {"publicAccessCidrs": ["203.0.113.0/24"]},
+    "private CIDR": {"publicAccessCidrs": ["192.168.1.10/32"]},
+    "no CIDR": {"publicAccessCidrs": []},
+    "a pod fits no node": {"nodeGroups": {"system": {"instanceType": "m5.xlarge", "count": 2, "diskGib": 80}}},
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_ONLY_FAILURES))
+def test_what_preflight_fails_from_the_config_alone_pulumi_up_refuses_before_any_resource(name):
+    from cli import preflight
+
+    overrides = CONFIG_ONLY_FAILURES[name]
+    cfg, _ = config.validate({**DEV, **overrides})
+    assert [c for c in preflight.local_checks(cfg) if c.status == "fail" and c.name != "AWS CLI v2"]
+    recording = offline.Recording()
+    with pytest.raises(config.ConfigError):
+        offline.run_program({**DEV, **overrides}, recording=recording)
+    assert recording.resources == {}
 
 
 # --- cluster admins (issue 9.4) -----------------------------------------------------------
@@ -101,7 +165,7 @@ def test_control_plane_logs_api_audit_authenticator_with_configured_retention(co
     rec = configured
     cluster = rec.one(EKS)
     assert sorted(cluster.plain_inputs()["enabledClusterLogTypes"]) == ["api", "audit", "authenticator"]
-    group = rec.one(LOG_GROUP)
+    group = rec.one(LOG_GROUP, "benchlab-dev-control-plane")
     assert group.plain_inputs()["name"] == "/aws/eks/benchlab-dev/cluster"
     assert group.plain_inputs()["retentionInDays"] == 90
     # Made before the cluster, or EKS creates the group itself, with no retention.

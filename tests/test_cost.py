@@ -67,7 +67,8 @@ def test_floor_is_gpu_price_times_benchmark_time_only():
 
 def test_campaign_follows_the_planned_benchmark_durations():
     base = config.parse({})
-    longer = config.parse({"bench": {"concurrencySweep": {"stepSeconds": 240}}})
+    longer = config.parse({"bench": {"concurrencySweep": {"stepSeconds": 240}},
+                           "gpuRelease": {"leaseHours": 7}})  # a longer run needs a longer lease
     extra_hours = (longer.bench.planned_seconds - base.bench.planned_seconds) / 3600
     assert extra_hours > 0
     prices = table(base)

@@ -18,7 +18,7 @@ CRONJOB = "kubernetes:batch/v1:CronJob"
 
 @pytest.fixture(scope="module")
 def rec() -> offline.Recording:
-    return offline.run_program({**DEV, "gpuRelease": {"graceMinutes": 15, "leaseHours": 5}})
+    return offline.run_program({**DEV, "gpuRelease": {"graceMinutes": 15, "leaseHours": 7}})
 
 
 def release_role(rec):
@@ -63,7 +63,7 @@ def test_the_cronjob_gets_the_run_hash_grace_lease_and_the_names(rec):
     plan = json.loads(next(r for r in rec.of_type("kubernetes:core/v1:ConfigMap")
                            if r.name.endswith("-bench-plan")).plain_inputs()["data"]["plan.json"])
     assert env["CONFIG_HASH"] == plan["config_hash"] and env["GRAPH"] == "agg"
-    assert (env["GRACE_MINUTES"], env["LEASE_HOURS"]) == ("15", "5")
+    assert (env["GRACE_MINUTES"], env["LEASE_HOURS"]) == ("15", "7")
     names = sorted(r.inputs["nodeGroupName"] for r in rec.of_type("eks:index:ManagedNodeGroup")
                    if not r.name.endswith("-system"))
     assert sorted(env["GPU_NODE_GROUPS"].split(",")) == names
@@ -84,11 +84,12 @@ def test_the_cronjob_runs_the_release_code_shipped_from_jobs(rec):
     assert {"gpu_release.py", "kube_api.py", "run_manifest.py", "runs.py"} <= set(code)
 
 
-def test_its_kubernetes_identity_may_only_create_events(rec):
+def test_its_kubernetes_identity_may_only_create_events_and_list_the_lab_s_jobs(rec):
     roles = [r for r in rec.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role")
              if r.name.endswith("-gpu-release-events")]
     assert [r.plain_inputs()["rules"] for r in roles] == [
-        [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]]
+        [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+         {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list"]}]]
 
 
 def test_it_is_created_early_and_needs_neither_gpus_nor_the_run(rec):
@@ -115,5 +116,5 @@ def test_the_release_waits_for_the_marker_the_export_writes(rec):
     cron_pod = rec.one(CRONJOB).plain_inputs()["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     cron_claims = {v["persistentVolumeClaim"]["claimName"] for v in cron_pod["volumes"]
                    if "persistentVolumeClaim" in v}
-    assert cron_claims == {claims["results"]["claimName"]}
+    assert cron_claims == {claims["results"]["claimName"], "wheelhouse"}  # and its install's wheels
     assert env_of(rec.one(CRONJOB))["CONFIG_HASH"] == template["metadata"]["annotations"]["benchlab.io/config-hash"]

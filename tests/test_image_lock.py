@@ -198,7 +198,13 @@ def test_an_unresolvable_image_is_named_and_nothing_is_written(registry, dev_sta
 
 
 def test_preflight_warns_while_an_image_is_unlocked():
-    checks = preflight.check_image_lock(config.parse({}))
+    checks = preflight.check_image_lock(config.parse({"imagePolicy": {"allowUnpinnedImages": True}}))
     assert {c.name for c in checks} == {f"image {images.CLIENT_IMAGE}",
                                         f"image {images.vllm_runtime('0.9.1')}"}
     assert all(c.status == "warn" and "lock-images" in c.fix for c in checks)
+
+
+def test_preflight_fails_where_pulumi_up_refuses_a_tagged_credential_holder():
+    statuses = {c.name: c.status for c in preflight.check_image_lock(config.parse({}))}
+    assert statuses == {f"image {images.CLIENT_IMAGE}": "fail",
+                        f"image {images.vllm_runtime('0.9.1')}": "warn"}

@@ -1,12 +1,14 @@
 """The cluster Jobs' code for real, with only Kubernetes missing (tests/jobs_e2e_driver.py):
 the code as shipped in its ConfigMaps, the plan and environment the stack renders, the locked
-wheels installed by the init container's own command, the benchmark Jobs against the local
+wheels installed by the init container's own command (the export's from what the wheelhouse
+Job's own command downloaded, as in the cluster), the benchmark Jobs against the local
 lab's real Dynamo graph with the real pinned AIPerf, the export Job against moto's S3 server
 and a Pushgateway stand-in, and the report built from what landed in S3."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +57,9 @@ def test_every_job_exits_zero_with_the_locked_aiperf(landed):
         install = summary["installs"][lock.file_name]
         assert install["pip"] == images.CLIENT_IMAGE_PIP
         assert lock_check.differences(Path(install["deps"]), lock.versions(), lock.requirements) == []
+    # the export installed from what the wheelhouse Job downloaded: the lock's wheels, by their hashes
+    locked = re.findall(r"--hash=sha256:([0-9a-f]{64})", wheel_locks.BOTO3.text())
+    assert sorted(summary["wheelhouse"].values()) == sorted(locked)
 
 
 @pytest.mark.e2e

@@ -8,8 +8,9 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from cli import cli, preflight
+from cli import cli, preflight, stack_file
 from stacks import config
+from tests.conftest import REPO
 from facts.instances import facts
 
 REGION = "us-east-1"
@@ -95,7 +96,7 @@ def test_dev_stack_passes_every_check(aws):
     clients, stubs = aws
     stub_happy_path(stubs)
     locked = {reference: "sha256:" + "0" * 64 for reference in config.parse({}).images().values()}
-    checks = preflight.run_checks(config.parse({"imageDigests": locked}), clients)
+    checks = preflight.run_checks(config.parse({"imageDigests": locked}), clients, "dev")
     assert [c for c in checks if c.status != "pass"] == []
     names = set(by_name(checks))
     assert {"credentials", "prefill p4d.24xlarge offered", "decode g6e.12xlarge offered",
@@ -222,13 +223,17 @@ def test_bad_credentials_fail_and_skip_the_rest(aws):
     clients, _ = aws
     with Stubber(clients.sts) as sts:
         sts.add_client_error("get_caller_identity", "ExpiredToken", "The security token expired")
-        checks = preflight.run_checks(config.parse({}), clients)
+        checks = preflight.run_checks(config.parse({}), clients, "dev")
     assert [(c.name, c.status) for c in checks] == [("credentials", "fail"), ("other checks", "skip")]
     assert "aws configure" in checks[0].fix
 
 
-def test_cli_exit_code_and_table(aws, monkeypatch, capsys):
+def test_cli_exit_code_and_table(aws, monkeypatch, capsys, tmp_path):
     clients, stubs = aws
+    # the dev stack with the user's own CIDR set: the shipped placeholder fails (test_cluster_access.py)
+    text = (REPO / "Pulumi.dev.yaml").read_text().replace("[203.0.113.0/24]", "[93.184.216.34/32]")
+    (tmp_path / "Pulumi.dev.yaml").write_text(text)
+    monkeypatch.setattr(stack_file, "REPO_ROOT", tmp_path)
     monkeypatch.setattr(preflight.AwsClients, "create", classmethod(lambda cls, region, profile: clients))
     monkeypatch.setattr(preflight, "local_checks", lambda cfg: [])  # tests/test_preflight_local.py
     stub_happy_path(stubs)
@@ -261,8 +266,8 @@ def test_preflight_states_the_gpu_release_and_lease():
     check = preflight.check_gpu_release(config.parse({}))
     assert check.status == "pass" and "10 min after each results export" in check.detail
     assert "lease 6 h" in check.detail and "pulumi up --refresh" in check.detail
-    off = preflight.check_gpu_release(config.parse({"gpuRelease": {"graceMinutes": 0, "leaseHours": 3}}))
-    assert off.status == "warn" and "lease 3 h" in off.detail and "gpuRelease.graceMinutes" in off.fix
+    off = preflight.check_gpu_release(config.parse({"gpuRelease": {"graceMinutes": 0, "leaseHours": 7}}))
+    assert off.status == "warn" and "lease 7 h" in off.detail and "gpuRelease.graceMinutes" in off.fix
 
 
 def test_extended_support_names_the_price_and_the_date(aws):
@@ -271,3 +276,107 @@ def test_extended_support_names_the_price_and_the_date(aws):
     check = preflight.check_eks_version(config.parse({}), clients.eks)
     assert check.status == "warn" and "$0.60/h instead of $0.10/h" in check.detail
     assert "2026-03-23" in check.detail
+
+
+# --- credentials that outlive the campaign (issue 24.5) -------------------------------------
+def env_credentials(monkeypatch, **env):
+    """botocore's own credentials from `env` alone (its EnvProvider), as `aws eks get-token` sees them."""
+    import botocore.session
+
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_CREDENTIAL_EXPIRATION"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret", **env}.items():
+        monkeypatch.setenv(key, value)
+    return botocore.session.Session().get_credentials()
+
+
+NOW = __import__("datetime").datetime(2026, 5, 1, 12, 0, tzinfo=__import__("datetime").timezone.utc)
+
+
+def test_an_exported_one_hour_session_fails_against_the_planned_campaign(monkeypatch):
+    creds = env_credentials(monkeypatch, AWS_SESSION_TOKEN="token", AWS_CREDENTIAL_EXPIRATION="2026-05-01T13:00:00Z")
+    minutes = preflight.campaign_minutes(config.parse({}))
+    assert minutes > 180  # Pulumi.dev.yaml's campaign: about 3.5 h (`benchlab cost`)
+    check = preflight.check_credential_lifetime(creds, minutes, NOW)
+    assert check.status == "fail" and "in 60 min" in check.detail
+    assert "role_arn + source_profile" in check.fix and "at least 4 h" in check.fix
+
+
+def test_a_session_longer_than_the_campaign_passes(monkeypatch):
+    creds = env_credentials(monkeypatch, AWS_SESSION_TOKEN="token", AWS_CREDENTIAL_EXPIRATION="2026-05-01T20:00:00Z")
+    assert preflight.check_credential_lifetime(creds, 210, NOW).status == "pass"
+
+
+def test_a_session_token_of_unknown_expiry_is_warned_of(monkeypatch):
+    check = preflight.check_credential_lifetime(env_credentials(monkeypatch, AWS_SESSION_TOKEN="token"), 210, NOW)
+    assert check.status == "warn" and "export-credentials" in check.fix
+
+
+def test_long_term_keys_and_refreshing_credentials_pass(monkeypatch):
+    from botocore.credentials import DeferredRefreshableCredentials
+
+    assert preflight.check_credential_lifetime(env_credentials(monkeypatch), 210, NOW).status == "pass"
+    assumed = DeferredRefreshableCredentials(refresh_using=lambda: {}, method="assume-role")
+    check = preflight.check_credential_lifetime(assumed, 210, NOW)
+    assert check.status == "pass" and "assume-role" in check.detail
+
+
+# --- the creator in clusterAccess.admins (issue 24.7) ---------------------------------------
+CALLER = "arn:aws:sts::123456789012:assumed-role/lab-admin/alice"
+
+
+def admins(*arns):
+    return config.parse({"clusterAccess": {"admins": list(arns)}})
+
+
+def test_listing_your_own_role_fails_before_the_cluster_exists(aws):
+    clients, stubs = aws
+    stubs["eks"].add_client_error("describe_cluster", "ResourceNotFoundException", expected_params={"name": "benchlab-dev"})
+    cfg = admins("arn:aws:iam::123456789012:role/team/lab-admin", "arn:aws:iam::123456789012:role/ci")
+    check = preflight.check_creator_not_listed(cfg, CALLER, clients.eks, "benchlab-dev")
+    assert check.status == "fail" and "bootstrapClusterCreatorAdminPermissions" in check.detail
+    assert "remove arn:aws:iam::123456789012:role/team/lab-admin" in check.fix
+
+
+def test_listing_yourself_on_an_existing_cluster_is_a_warning(aws):
+    clients, stubs = aws
+    stubs["eks"].add_response("describe_cluster", {"cluster": {"name": "benchlab-dev"}}, {"name": "benchlab-dev"})
+    check = preflight.check_creator_not_listed(admins("arn:aws:iam::123456789012:role/lab-admin"), CALLER,
+                                               clients.eks, "benchlab-dev")
+    assert check.status == "warn"
+
+
+def test_other_admins_pass_without_an_aws_call(aws):
+    clients, _ = aws  # the EKS stubber has no response queued: a call would raise
+    check = preflight.check_creator_not_listed(admins("arn:aws:iam::123456789012:role/ci"), CALLER,
+                                               clients.eks, "benchlab-dev")
+    assert check.status == "pass" and "arn:aws:iam::123456789012:role/lab-admin (you)" in check.detail
+
+
+# --- zones EKS accepts for a control plane (issue 24.8) -------------------------------------
+def test_a_zone_whose_id_eks_refuses_fails_by_id(aws):
+    clients, _ = aws
+    # moto maps us-east-1e to use1-az3, which EKS refuses for cluster subnets
+    cfg = config.parse({"availabilityZones": ["us-east-1a", "us-east-1e"]})
+    check = preflight.check_control_plane_zones(cfg, clients.ec2)
+    assert check.status == "fail" and "us-east-1e" in check.detail and "use1-az3" in check.detail
+    assert "us-east-1e" not in check.fix and "us-east-1a" in check.fix
+
+
+def test_zone_ids_are_read_for_this_account(aws):
+    clients, _ = aws
+    stub = OperationStubber(clients.ec2, "DescribeAvailabilityZones")
+    stub.add_response("describe_availability_zones", {"AvailabilityZones": [
+        {"ZoneName": "us-east-1a", "ZoneId": "use1-az3", "ZoneType": "availability-zone"},
+        {"ZoneName": "us-east-1b", "ZoneId": "use1-az1", "ZoneType": "availability-zone"},
+        {"ZoneName": "us-east-1c", "ZoneId": "use1-az2", "ZoneType": "availability-zone"}]})
+    with stub:  # another account: here us-east-1a is the refused zone
+        check = preflight.check_control_plane_zones(config.parse({}), clients.ec2)
+    assert check.status == "fail" and "us-east-1a = use1-az3" in check.detail
+    assert check.fix.endswith("among us-east-1b, us-east-1c")
+
+
+def test_the_default_zones_pass_on_moto(aws):
+    clients, _ = aws
+    check = preflight.check_control_plane_zones(config.parse({}), clients.ec2)
+    assert check.status == "pass" and "us-east-1a = use1-az6" in check.detail

